@@ -1,0 +1,138 @@
+// Package sink defines the one interface a destination implements, the
+// Message it receives, and the error classes the pipeline acts on.
+//
+// A destination only turns a batch of messages into SDK calls. It never
+// touches MQTT, the disk buffer, retries or signals: common does that.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Message is one MQTT message as received, with a stable identity.
+type Message struct {
+	// ID is stable across restarts and unique for this device and service.
+	// IDs of one spool sort in receive order (see spool.ID).
+	ID string
+	// Topic is the MQTT topic the message was published on.
+	Topic string
+	// Received is when the block received the message (UTC).
+	Received time.Time
+	// Payload holds the bytes exactly as published. Sinks must not modify it.
+	Payload []byte
+}
+
+// Limits are a destination's own bounds; the pipeline cuts batches to fit.
+// Zero means "no limit of its own".
+type Limits struct {
+	// MaxBatchMessages is the most messages one WriteBatch may carry.
+	MaxBatchMessages int
+	// MaxBatchBytes bounds the sum of PayloadBytes+MessageOverhead over a batch.
+	MaxBatchBytes int
+	// MaxMessageBytes is the largest single payload the destination accepts;
+	// a larger one is dead-lettered without a call.
+	MaxMessageBytes int
+	// MessageOverhead is added to each payload's size when summing a batch
+	// (attributes, envelope), so MaxBatchBytes is not exceeded on the wire.
+	MessageOverhead int
+}
+
+// Sink is a destination.
+type Sink interface {
+	// Connect creates the SDK clients once. It is retried with backoff by
+	// the pipeline until it succeeds or the context ends.
+	Connect(ctx context.Context) error
+	// Limits is called after a successful Connect (some limits are read from
+	// the cloud, e.g. an SQS queue's MaximumMessageSize).
+	Limits() Limits
+	// WriteBatch blocks until every message of batch is stored in the cloud,
+	// or fails. When only some fail it returns a *BatchError naming them.
+	// Errors that retrying cannot fix are wrapped with Permanent.
+	WriteBatch(ctx context.Context, batch []Message) error
+	// Close releases the clients. Idempotent; safe after a failed Connect.
+	Close(ctx context.Context) error
+}
+
+// Reconnector is implemented by sinks that want to be told when their
+// configuration (for example a rotated secret) changed.
+type Reconnector interface {
+	Reconnect(ctx context.Context) error
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that retrying cannot fix (message too large,
+// invalid content). The message goes to the dead-letter store.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err (or anything it wraps) was marked Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// AuthError marks a failure to authenticate or a refusal to authorise;
+// the run loop re-reads secrets before the next attempt.
+type AuthError struct{ Err error }
+
+func (e *AuthError) Error() string { return "authentication: " + e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// IsAuth reports whether err is an AuthError.
+func IsAuth(err error) bool {
+	var a *AuthError
+	return errors.As(err, &a)
+}
+
+// BatchError reports a partial failure: Failed maps the index of each
+// failed message in the batch to its error. Messages not named succeeded.
+type BatchError struct {
+	Failed map[int]error
+}
+
+func (e *BatchError) Error() string {
+	idx := make([]int, 0, len(e.Failed))
+	for i := range e.Failed {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d messages failed", len(idx))
+	for n, i := range idx {
+		if n == 3 {
+			fmt.Fprintf(&b, "; ...")
+			break
+		}
+		fmt.Fprintf(&b, "; [%d] %v", i, e.Failed[i])
+	}
+	return b.String()
+}
+
+// Fail records err for the message at index i, creating the map on first use.
+func (e *BatchError) Fail(i int, err error) {
+	if e.Failed == nil {
+		e.Failed = make(map[int]error)
+	}
+	e.Failed[i] = err
+}
+
+// Err returns e when it names any failure, else nil.
+func (e *BatchError) Err() error {
+	if e == nil || len(e.Failed) == 0 {
+		return nil
+	}
+	return e
+}

@@ -1,0 +1,146 @@
+package spool
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+)
+
+// reader reads committed records in order with large positional reads that
+// never go past the committed size, so it never sees a half-written group.
+type reader struct {
+	next   uint64 // next seq wanted
+	seg    *segment
+	f      *os.File
+	pos    int64  // file offset of the next record
+	buf    []byte // bytes of the file from bufOff
+	bufOff int64
+}
+
+func (r *reader) close() {
+	if r.f != nil {
+		r.f.Close()
+		r.f = nil
+	}
+	r.seg = nil
+}
+
+const readChunk = 256 << 10
+
+// Next blocks until the next undelivered, committed record is available and
+// returns it. Records are returned once each, in order; what Next returned
+// but was never acknowledged is returned again only after a restart.
+func (s *Spool) Next(ctx context.Context) (Record, error) {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	for {
+		if s.closed {
+			s.mu.Unlock()
+			return Record{}, ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			s.mu.Unlock()
+			return Record{}, err
+		}
+		if s.rd.next <= s.acked {
+			s.rd.next = s.acked + 1 // start, or messages dropped under us
+		}
+		if s.rd.next <= s.committed {
+			break
+		}
+		s.cond.Wait()
+	}
+	// Find the segment holding the first seq >= next (corruption can leave gaps).
+	var seg *segment
+	for _, sg := range s.segs {
+		if sg.last >= s.rd.next && sg.count > 0 {
+			seg = sg
+			break
+		}
+	}
+	if seg == nil {
+		s.mu.Unlock()
+		return Record{}, fmt.Errorf("spool: seq %d committed but in no segment", s.rd.next)
+	}
+	limit := seg.size
+	s.mu.Unlock()
+
+	r := &s.rd
+	if r.seg != seg {
+		r.close()
+		f, err := os.Open(seg.path)
+		if err != nil {
+			return Record{}, fmt.Errorf("spool: %w", err)
+		}
+		r.f, r.seg, r.pos, r.buf, r.bufOff = f, seg, 0, r.buf[:0], 0
+	}
+	for {
+		seq, e, n, err := s.readAt(r, limit)
+		if err != nil {
+			return Record{}, err
+		}
+		r.pos += int64(n)
+		if seq < r.next {
+			continue // delivered before a restart, or skipped after a drop
+		}
+		r.next = seq + 1
+		return Record{Seq: seq, ID: s.ID(seq), Entry: e}, nil
+	}
+}
+
+// readAt decodes the record at r.pos, refilling the buffer from the file as
+// needed but never past limit. The payload is copied out of the buffer.
+func (s *Spool) readAt(r *reader, limit int64) (uint64, Entry, int, error) {
+	for {
+		start := r.pos - r.bufOff
+		if start >= 0 && start+headerSize <= int64(len(r.buf)) {
+			n, sum, ok := parseHeader(r.buf[start:], s.maxBody)
+			if !ok {
+				return 0, Entry{}, 0, fmt.Errorf("spool: %s: invalid record header at offset %d", r.seg.path, r.pos)
+			}
+			if start+headerSize+int64(n) <= int64(len(r.buf)) {
+				body := r.buf[start+headerSize : start+headerSize+int64(n)]
+				if crc32.Checksum(body, castagnoli) != sum {
+					return 0, Entry{}, 0, fmt.Errorf("spool: %s: checksum mismatch at offset %d", r.seg.path, r.pos)
+				}
+				seq, e, err := decodeBody(body)
+				if err != nil {
+					return 0, Entry{}, 0, fmt.Errorf("spool: %s: offset %d: %w", r.seg.path, r.pos, err)
+				}
+				e.Payload = append([]byte(nil), e.Payload...)
+				return seq, e, headerSize + n, nil
+			}
+			// Need more than is buffered: make room for the whole record.
+			if want := headerSize + n; cap(r.buf) < want {
+				r.buf = make([]byte, 0, max(want, readChunk))
+			}
+		}
+		if r.pos >= limit {
+			return 0, Entry{}, 0, fmt.Errorf("spool: %s: read past committed end %d", r.seg.path, limit)
+		}
+		if cap(r.buf) < readChunk {
+			r.buf = make([]byte, 0, readChunk)
+		}
+		want := min(int64(cap(r.buf)), limit-r.pos)
+		b := r.buf[:want]
+		m, err := r.f.ReadAt(b, r.pos)
+		if int64(m) < want && err != nil && err != io.EOF {
+			return 0, Entry{}, 0, fmt.Errorf("spool: %w", err)
+		}
+		if m == 0 {
+			return 0, Entry{}, 0, fmt.Errorf("spool: %s: short read at %d", r.seg.path, r.pos)
+		}
+		r.buf, r.bufOff = b[:m], r.pos
+		// Shrink a buffer that grew for one large record.
+		if cap(r.buf) > 4*readChunk && m < readChunk {
+			r.buf = append(make([]byte, 0, readChunk), r.buf...)
+		}
+	}
+}

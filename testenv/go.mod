@@ -1,0 +1,3 @@
+module github.com/cloud-block/cloud-block/testenv
+
+go 1.26

@@ -40,6 +40,15 @@ type Limits struct {
 	// MessageOverhead is added to each payload's size when summing a batch
 	// (attributes, envelope), so MaxBatchBytes is not exceeded on the wire.
 	MessageOverhead int
+	// MaxInFlight caps the batches sent at once (1 keeps order, e.g. SQS FIFO
+	// or Pub/Sub ordering keys); 0 leaves it to BATCH_CONCURRENCY.
+	MaxInFlight int
+	// StableBatches asks that a batch resent after a crash hold exactly the
+	// same messages as the first attempt, because the destination names what
+	// it writes after the batch (object keys): the resend then overwrites
+	// instead of duplicating. The pipeline records each batch's range
+	// durably before sending it, and sends one batch at a time.
+	StableBatches bool
 }
 
 // Sink is a destination.

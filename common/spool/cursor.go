@@ -6,44 +6,59 @@ import (
 	"os"
 )
 
-// The cursor file holds the highest delivered seq in two 32-byte slots that
-// are written alternately, each with a generation and a checksum. A torn
-// write can only damage the slot being written, so the other one, one
-// generation older, is still valid: at worst one acknowledgement is redone.
-const slotSize = 32
+// The cursor file holds the highest delivered seq, and the seq range of the
+// batch being sent when the sink needs a resent batch to be identical (object
+// keys named after it). It has two slots written alternately, each with a
+// generation and a checksum: a torn write can only damage the slot being
+// written, so the other, one generation older, is still valid and at worst
+// one acknowledgement is redone.
+const slotSize = 48
+
+type cursorState struct {
+	acked               uint64
+	intentFirst, intent uint64 // intent = last seq of the batch in flight (0 = none)
+}
 
 type cursorFile struct {
 	f   *os.File
 	gen uint64
 }
 
-func openCursor(path string) (*cursorFile, uint64, error) {
+func openCursor(path string) (*cursorFile, cursorState, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, 0, err
+		return nil, cursorState{}, err
 	}
 	buf := make([]byte, 2*slotSize)
 	n, _ := f.ReadAt(buf, 0)
-	var bestGen, bestSeq uint64
+	var bestGen uint64
+	var best cursorState
 	for i := 0; i+slotSize <= n; i += slotSize {
 		s := buf[i : i+slotSize]
-		if binary.LittleEndian.Uint32(s[16:]) != crc32.Checksum(s[:16], castagnoli) {
+		if binary.LittleEndian.Uint32(s[32:]) != crc32.Checksum(s[:32], castagnoli) {
 			continue
 		}
 		if g := binary.LittleEndian.Uint64(s); g > bestGen {
-			bestGen, bestSeq = g, binary.LittleEndian.Uint64(s[8:])
+			bestGen = g
+			best = cursorState{
+				acked:       binary.LittleEndian.Uint64(s[8:]),
+				intentFirst: binary.LittleEndian.Uint64(s[16:]),
+				intent:      binary.LittleEndian.Uint64(s[24:]),
+			}
 		}
 	}
-	return &cursorFile{f: f, gen: bestGen}, bestSeq, nil
+	return &cursorFile{f: f, gen: bestGen}, best, nil
 }
 
-// store durably records seq as delivered.
-func (c *cursorFile) store(seq uint64) error {
+// store durably records st.
+func (c *cursorFile) store(st cursorState) error {
 	c.gen++
 	var s [slotSize]byte
 	binary.LittleEndian.PutUint64(s[:], c.gen)
-	binary.LittleEndian.PutUint64(s[8:], seq)
-	binary.LittleEndian.PutUint32(s[16:], crc32.Checksum(s[:16], castagnoli))
+	binary.LittleEndian.PutUint64(s[8:], st.acked)
+	binary.LittleEndian.PutUint64(s[16:], st.intentFirst)
+	binary.LittleEndian.PutUint64(s[24:], st.intent)
+	binary.LittleEndian.PutUint32(s[32:], crc32.Checksum(s[:32], castagnoli))
 	if _, err := c.f.WriteAt(s[:], int64(c.gen%2)*slotSize); err != nil {
 		return err
 	}

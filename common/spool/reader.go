@@ -2,11 +2,16 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
+	"time"
 )
+
+// ErrTimeout is returned by Next when its deadline passes first.
+var ErrTimeout = errors.New("spool: no record before the deadline")
 
 // reader reads committed records in order with large positional reads that
 // never go past the committed size, so it never sees a half-written group.
@@ -31,15 +36,11 @@ const readChunk = 256 << 10
 
 // Next blocks until the next undelivered, committed record is available and
 // returns it. Records are returned once each, in order; what Next returned
-// but was never acknowledged is returned again only after a restart.
-func (s *Spool) Next(ctx context.Context) (Record, error) {
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer stop()
+// but was never acknowledged is returned again only after a restart. With a
+// non-zero deadline it returns ErrTimeout once the deadline passes.
+func (s *Spool) Next(ctx context.Context, deadline time.Time) (Record, error) {
 	s.mu.Lock()
+	waiting := false
 	for {
 		if s.closed {
 			s.mu.Unlock()
@@ -54,6 +55,25 @@ func (s *Spool) Next(ctx context.Context) (Record, error) {
 		}
 		if s.rd.next <= s.committed {
 			break
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			s.mu.Unlock()
+			return Record{}, ErrTimeout
+		}
+		if !waiting {
+			// Only a reader that has to wait pays for the wake-ups.
+			waiting = true
+			wake := func() {
+				s.mu.Lock()
+				s.cond.Broadcast()
+				s.mu.Unlock()
+			}
+			stop := context.AfterFunc(ctx, wake)
+			defer stop()
+			if !deadline.IsZero() {
+				t := time.AfterFunc(time.Until(deadline), wake)
+				defer t.Stop()
+			}
 		}
 		s.cond.Wait()
 	}

@@ -122,6 +122,10 @@ type Spool struct {
 	full      bool
 	total     int64
 
+	// intentFirst..intent is the batch in flight whose exact resend matters.
+	intentFirst, intent uint64
+	cursorMu            sync.Mutex // serialises cursor writes
+
 	ackSignal chan struct{}
 	ackQuit   chan struct{}
 	ackDone   chan struct{}
@@ -194,11 +198,14 @@ func (s *Spool) recover() error {
 		return err
 	}
 	s.epoch = epoch
-	cur, acked, err := openCursor(filepath.Join(s.dir, "cursor"))
+	cur, st, err := openCursor(filepath.Join(s.dir, "cursor"))
 	if err != nil {
 		return err
 	}
-	s.cursor, s.acked = cur, acked
+	s.cursor, s.acked = cur, st.acked
+	if st.intent > st.acked {
+		s.intentFirst, s.intent = max(st.intentFirst, st.acked+1), st.intent
+	}
 
 	names, err := filepath.Glob(filepath.Join(s.dir, "*.seg"))
 	if err != nil {
@@ -539,7 +546,7 @@ func (s *Spool) ackLoop() {
 		acked := s.acked
 		s.mu.Unlock()
 		if acked != stored {
-			if err := s.cursor.store(acked); err != nil {
+			if err := s.storeCursor(); err != nil {
 				s.log.Error("spool: storing the delivered mark failed; will retry", "err", err)
 				time.Sleep(100 * time.Millisecond)
 				s.signalAck()
@@ -560,6 +567,38 @@ func (s *Spool) ackLoop() {
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	}
+}
+
+// storeCursor durably writes the delivered mark and the intent.
+func (s *Spool) storeCursor() error {
+	s.cursorMu.Lock()
+	defer s.cursorMu.Unlock()
+	s.mu.Lock()
+	st := cursorState{acked: s.acked, intentFirst: s.intentFirst, intent: s.intent}
+	s.mu.Unlock()
+	return s.cursor.store(st)
+}
+
+// Intent returns the seq range of the batch that was in flight when the
+// process stopped, if the sink asked for exact resends (SetIntent) and it
+// was not delivered; ok is false otherwise.
+func (s *Spool) Intent() (first, last uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.intent <= s.acked {
+		return 0, 0, false
+	}
+	return max(s.intentFirst, s.acked+1), s.intent, true
+}
+
+// SetIntent durably records that the records first..last are about to be
+// sent as one batch, so that after a crash they are resent as exactly that
+// batch (same object key, overwritten rather than duplicated).
+func (s *Spool) SetIntent(first, last uint64) error {
+	s.mu.Lock()
+	s.intentFirst, s.intent = first, last
+	s.mu.Unlock()
+	return s.storeCursor()
 }
 
 // Stats returns current counters.
@@ -601,12 +640,9 @@ func (s *Spool) Close() error {
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.StopWriting()
-	s.mu.Lock()
-	acked := s.acked
-	s.mu.Unlock()
 	close(s.ackQuit)
 	<-s.ackDone
-	err := s.cursor.store(acked)
+	err := s.storeCursor()
 	s.rd.close()
 	if cerr := s.cursor.close(); err == nil {
 		err = cerr

@@ -45,7 +45,7 @@ func readN(t *testing.T, s *Spool, n int) []Record {
 	defer cancel()
 	var out []Record
 	for range n {
-		r, err := s.Next(ctx)
+		r, err := s.Next(ctx, time.Time{})
 		if err != nil {
 			t.Fatalf("after %d records: %v", len(out), err)
 		}
@@ -124,7 +124,7 @@ func TestFullBlockThenResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for got := 0; got <= n; got++ {
-		r, err := s.Next(ctx)
+		r, err := s.Next(ctx, time.Time{})
 		if err != nil {
 			t.Fatalf("read %d: %v", got, err)
 		}

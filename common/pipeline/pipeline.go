@@ -1,0 +1,450 @@
+// Package pipeline reads the spool in order, cuts batches that fit both the
+// user's settings and the destination's own limits, hands them to the sink,
+// retries with capped exponential backoff and jitter (only the messages a
+// partial failure names), dead-letters what the destination can never
+// accept, and advances the spool only past delivered messages.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloud-block/cloud-block/common/metrics"
+	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/spool"
+)
+
+// Config are the user's batching and retry settings.
+type Config struct {
+	MaxMessages  int
+	MaxBytes     int
+	MaxWait      time.Duration
+	Concurrency  int // batches in flight at once
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+}
+
+// Source is what the pipeline needs of the spool.
+type Source interface {
+	Next(ctx context.Context, deadline time.Time) (spool.Record, error)
+	Ack(seq uint64)
+	Intent() (first, last uint64, ok bool)
+	SetIntent(first, last uint64) error
+}
+
+// DeadLetter stores messages the destination can never accept.
+type DeadLetter interface {
+	Put(msgs []sink.Message, reason string) error
+}
+
+// Pipeline moves messages from a Source to a Sink.
+type Pipeline struct {
+	cfg  Config
+	src  Source
+	snk  sink.Sink
+	dead DeadLetter
+	log  *slog.Logger
+	m    *Metrics
+	// OnAuthError is called (if set) when the sink reports an authentication
+	// failure, before the next attempt: the run loop re-reads secrets there.
+	OnAuthError func(ctx context.Context)
+
+	lim      sink.Limits
+	stable   bool
+	connOnce sync.Mutex
+	conn     atomic.Bool
+
+	mu        sync.Mutex
+	inflight  []*batch // dispatch order
+	building  time.Time
+	lastErr   string
+	lastErrAt time.Time
+	lastOK    time.Time
+	nextID    uint64
+}
+
+type batch struct {
+	id      uint64
+	msgs    []sink.Message
+	seqs    []uint64
+	tooBig  bool // a single message over the destination's limit
+	done    bool
+	started time.Time
+}
+
+// Metrics of the pipeline.
+type Metrics struct {
+	Delivered, Retried, DeadLettered, Batches, Failures *metrics.Counter
+	BatchSize, BatchBytes, BatchLatency                 *metrics.Histogram
+}
+
+// NewMetrics registers the pipeline's metrics.
+func NewMetrics(r *metrics.Registry) *Metrics {
+	return &Metrics{
+		Delivered:    r.Counter("cloudblock_delivered_total", "Messages the destination confirmed stored."),
+		Retried:      r.Counter("cloudblock_retried_total", "Message send attempts that failed and were retried."),
+		DeadLettered: r.Counter("cloudblock_dead_lettered_total", "Messages the destination can never accept, moved to the dead-letter store."),
+		Batches:      r.Counter("cloudblock_batches_total", "Batches delivered."),
+		Failures:     r.Counter("cloudblock_sink_errors_total", "Failed calls to the destination."),
+		BatchSize:    r.Histogram("cloudblock_batch_messages", "Messages per delivered batch.", 1, 10, 100, 500, 1000, 5000, 10000),
+		BatchBytes:   r.Histogram("cloudblock_batch_bytes", "Payload bytes per delivered batch.", 1<<10, 16<<10, 256<<10, 1<<20, 4<<20, 16<<20),
+		BatchLatency: r.Histogram("cloudblock_batch_seconds", "Time from a batch's dispatch to its delivery, retries included.", .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 60),
+	}
+}
+
+// New returns a pipeline; Run starts it.
+func New(cfg Config, src Source, snk sink.Sink, dead DeadLetter, m *Metrics, log *slog.Logger) *Pipeline {
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	if cfg.RetryInitial <= 0 {
+		cfg.RetryInitial = time.Second
+	}
+	if cfg.RetryMax < cfg.RetryInitial {
+		cfg.RetryMax = cfg.RetryInitial
+	}
+	return &Pipeline{cfg: cfg, src: src, snk: snk, dead: dead, m: m, log: log}
+}
+
+// Status is what /ready and the metrics report.
+type Status struct {
+	Connected    bool
+	OldestUnsent time.Time // zero when nothing is waiting
+	LastError    string
+	LastErrorAt  time.Time
+	LastSuccess  time.Time
+	InFlight     int
+}
+
+// Status returns the current state.
+func (p *Pipeline) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{Connected: p.conn.Load(), LastError: p.lastErr, LastErrorAt: p.lastErrAt, LastSuccess: p.lastOK, InFlight: len(p.inflight)}
+	for _, b := range p.inflight {
+		if !b.done && len(b.msgs) > 0 {
+			st.OldestUnsent = b.msgs[0].Received
+			break
+		}
+	}
+	if st.OldestUnsent.IsZero() {
+		st.OldestUnsent = p.building
+	}
+	return st
+}
+
+// Run delivers until stop ends; then it waits for the batches in flight,
+// which stop when kill ends (they stay in the spool, to be sent again after
+// a restart).
+func (p *Pipeline) Run(stop, kill context.Context) error {
+	ctx := stop
+	if err := p.connect(stop, kill); err != nil || ctx.Err() != nil {
+		return err
+	}
+	p.lim = p.snk.Limits()
+	conc := p.cfg.Concurrency
+	if p.lim.StableBatches {
+		// A resent batch must be identical to the first attempt (object keys
+		// are named after it), so one batch is in flight and its range is
+		// recorded before it is sent.
+		p.stable, conc = true, 1
+	}
+	if p.lim.MaxInFlight > 0 {
+		conc = min(conc, p.lim.MaxInFlight)
+	}
+	slots := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var carry *spool.Record
+	first, last, resend := p.src.Intent()
+	for {
+		b, next, err := p.cut(ctx, carry, first, last, resend)
+		carry, resend = next, false
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, spool.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		if p.stable && !b.tooBig {
+			if err := p.src.SetIntent(b.seqs[0], b.seqs[len(b.seqs)-1]); err != nil {
+				<-slots
+				return fmt.Errorf("recording the batch in flight: %w", err)
+			}
+		}
+		p.mu.Lock()
+		b.id = p.nextID
+		p.nextID++
+		b.started = time.Now()
+		p.inflight = append(p.inflight, b)
+		p.building = time.Time{}
+		p.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if p.deliver(kill, b) {
+				p.complete(b)
+			}
+		}()
+	}
+}
+
+// connect creates the sink's clients with the long-lived context (some SDKs
+// keep it), retrying until it works or stop ends.
+func (p *Pipeline) connect(ctx, kill context.Context) error {
+	backoff := p.cfg.RetryInitial
+	for attempt := 1; ; attempt++ {
+		err := p.snk.Connect(kill)
+		if err == nil {
+			p.conn.Store(true)
+			if attempt > 1 {
+				p.log.Info("connected to the destination", "attempt", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.noteErr(err)
+		p.log.Error("connecting to the destination failed; retrying", "err", err, "attempt", attempt)
+		if sink.IsAuth(err) && p.OnAuthError != nil {
+			p.OnAuthError(ctx)
+		}
+		_ = p.snk.Close(ctx)
+		if !sleep(ctx, jitter(backoff)) {
+			return nil
+		}
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+// effective batch limits: the user's settings within the destination's own.
+func (p *Pipeline) limits() (maxMsgs, maxBytes, maxMsgBytes, overhead int) {
+	maxMsgs, maxBytes = p.cfg.MaxMessages, p.cfg.MaxBytes
+	if p.lim.MaxBatchMessages > 0 && (maxMsgs <= 0 || p.lim.MaxBatchMessages < maxMsgs) {
+		maxMsgs = p.lim.MaxBatchMessages
+	}
+	if p.lim.MaxBatchBytes > 0 && (maxBytes <= 0 || p.lim.MaxBatchBytes < maxBytes) {
+		maxBytes = p.lim.MaxBatchBytes
+	}
+	return maxMsgs, maxBytes, p.lim.MaxMessageBytes, p.lim.MessageOverhead
+}
+
+// cut reads the next batch. A record that does not fit is returned as carry
+// for the next batch. With resend, the batch is exactly records first..last.
+func (p *Pipeline) cut(ctx context.Context, carry *spool.Record, first, last uint64, resend bool) (*batch, *spool.Record, error) {
+	maxMsgs, maxBytes, maxMsg, overhead := p.limits()
+	b := &batch{}
+	size := 0
+	var deadline time.Time
+	for {
+		var rec spool.Record
+		if carry != nil {
+			rec, carry = *carry, nil
+		} else {
+			var err error
+			rec, err = p.src.Next(ctx, deadline)
+			if errors.Is(err, spool.ErrTimeout) {
+				return b, nil, nil
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+		}
+		if resend && rec.Seq > last {
+			if len(b.msgs) > 0 {
+				return b, &rec, nil
+			}
+			resend = false // the recorded batch was lost to corruption
+		}
+		if len(b.msgs) == 0 {
+			p.mu.Lock()
+			p.building = rec.Received
+			p.mu.Unlock()
+			if p.cfg.MaxWait > 0 {
+				deadline = time.Now().Add(p.cfg.MaxWait)
+			}
+		}
+		msg := sink.Message{ID: rec.ID, Topic: rec.Topic, Received: rec.Received, Payload: rec.Payload}
+		if maxMsg > 0 && len(rec.Payload) > maxMsg {
+			if len(b.msgs) > 0 {
+				return b, &rec, nil // send what we have; the big one goes alone
+			}
+			return &batch{msgs: []sink.Message{msg}, seqs: []uint64{rec.Seq}, tooBig: true}, nil, nil
+		}
+		n := len(rec.Payload) + overhead
+		if !resend && len(b.msgs) > 0 && maxBytes > 0 && size+n > maxBytes {
+			return b, &rec, nil
+		}
+		b.msgs = append(b.msgs, msg)
+		b.seqs = append(b.seqs, rec.Seq)
+		size += n
+		if resend {
+			if rec.Seq >= last {
+				return b, nil, nil
+			}
+			continue
+		}
+		if (maxMsgs > 0 && len(b.msgs) >= maxMsgs) || (maxBytes > 0 && size >= maxBytes) || p.cfg.MaxWait <= 0 {
+			return b, nil, nil
+		}
+	}
+}
+
+// deliver sends b until every message is delivered or dead-lettered (true),
+// or ctx ends (false: the batch stays in the spool).
+func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
+	if b.tooBig {
+		reason := fmt.Sprintf("payload of %d bytes exceeds the destination's limit of %d bytes", len(b.msgs[0].Payload), p.lim.MaxMessageBytes)
+		return p.deadLetter(ctx, b.msgs, reason)
+	}
+	todo := b.msgs
+	backoff := p.cfg.RetryInitial
+	for attempt := 1; ; attempt++ {
+		err := p.snk.WriteBatch(ctx, todo)
+		if err == nil {
+			p.delivered(b, len(todo))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.m.Failures.Inc()
+		var be *sink.BatchError
+		var retry []sink.Message
+		var dead []sink.Message
+		var reasons []string
+		switch {
+		case errors.As(err, &be):
+			for i, m := range todo {
+				ferr, failed := be.Failed[i]
+				switch {
+				case !failed:
+				case sink.IsPermanent(ferr):
+					dead = append(dead, m)
+					reasons = append(reasons, ferr.Error())
+				default:
+					retry = append(retry, m)
+				}
+			}
+			p.delivered(b, len(todo)-len(retry)-len(dead))
+		case sink.IsPermanent(err):
+			dead = todo
+			for range todo {
+				reasons = append(reasons, err.Error())
+			}
+		default:
+			retry = todo
+		}
+		for i := range dead {
+			if !p.deadLetter(ctx, dead[i:i+1], reasons[i]) {
+				return false
+			}
+		}
+		if len(retry) == 0 {
+			return true
+		}
+		p.m.Retried.Add(uint64(len(retry)))
+		p.noteErr(err)
+		p.log.Warn("sending failed; will retry", "err", err, "batch", b.id, "messages", len(retry), "attempt", attempt)
+		if sink.IsAuth(err) && p.OnAuthError != nil {
+			p.OnAuthError(ctx)
+		}
+		todo = retry
+		if !sleep(ctx, jitter(backoff)) {
+			return false
+		}
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+func (p *Pipeline) deadLetter(ctx context.Context, msgs []sink.Message, reason string) bool {
+	backoff := p.cfg.RetryInitial
+	for {
+		err := p.dead.Put(msgs, reason)
+		if err == nil {
+			p.m.DeadLettered.Add(uint64(len(msgs)))
+			for _, m := range msgs {
+				p.log.Error("message dead-lettered: the destination can never accept it", "id", m.ID, "topic", m.Topic, "bytes", len(m.Payload), "reason", reason)
+			}
+			return true
+		}
+		p.log.Error("writing the dead-letter store failed; will retry", "err", err)
+		if !sleep(ctx, jitter(backoff)) {
+			return false
+		}
+		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+func (p *Pipeline) delivered(b *batch, n int) {
+	if n <= 0 {
+		return
+	}
+	p.m.Delivered.Add(uint64(n))
+	p.mu.Lock()
+	p.lastOK = time.Now()
+	p.lastErr = ""
+	p.mu.Unlock()
+}
+
+func (p *Pipeline) noteErr(err error) {
+	p.mu.Lock()
+	p.lastErr, p.lastErrAt = err.Error(), time.Now()
+	p.mu.Unlock()
+}
+
+// complete marks b done and acknowledges the longest delivered prefix of
+// the batches in flight, so the spool only ever advances past delivered data.
+func (p *Pipeline) complete(b *batch) {
+	p.m.Batches.Inc()
+	p.m.BatchSize.Observe(float64(len(b.msgs)))
+	bytes := 0
+	for _, m := range b.msgs {
+		bytes += len(m.Payload)
+	}
+	p.m.BatchBytes.Observe(float64(bytes))
+	p.m.BatchLatency.Observe(time.Since(b.started).Seconds())
+	p.mu.Lock()
+	b.done = true
+	var ack uint64
+	n := 0
+	for n < len(p.inflight) && p.inflight[n].done {
+		s := p.inflight[n].seqs
+		ack = s[len(s)-1]
+		n++
+	}
+	p.inflight = append(p.inflight[:0], p.inflight[n:]...)
+	p.mu.Unlock()
+	if ack > 0 {
+		p.src.Ack(ack)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	// Full jitter within [d/2, d): spreads a fleet's retries after an outage.
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

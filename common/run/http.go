@@ -1,0 +1,165 @@
+package run
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/deadletter"
+	"github.com/cloud-block/cloud-block/common/metrics"
+	"github.com/cloud-block/cloud-block/common/mqtt"
+	"github.com/cloud-block/cloud-block/common/pipeline"
+	"github.com/cloud-block/cloud-block/common/spool"
+)
+
+func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+func boolf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *settings) registerMetrics(reg *metrics.Registry, sp *spool.Spool, dead *deadletter.Store, sub *mqtt.Subscriber, pipe *pipeline.Pipeline) {
+	reg.GaugeFunc("cloudblock_mqtt_connected", "1 while connected and subscribed to the broker.", func() float64 { return boolf(sub.Connected()) })
+	reg.CounterFunc("cloudblock_mqtt_reconnects_total", "MQTT reconnect attempts.", func() float64 { return float64(sub.Reconnects()) })
+	reg.CounterFunc("cloudblock_spooled_total", "Messages durably written to the spool.", func() float64 { return float64(sp.Stats().Committed) })
+	reg.CounterFunc("cloudblock_spool_fsyncs_total", "fsync calls for spool data (group commits).", func() float64 { return float64(sp.Stats().Fsyncs) })
+	reg.CounterFunc("cloudblock_dropped_total", "Undelivered messages deleted by the drop_oldest full policy.", func() float64 { return float64(sp.Stats().Dropped) })
+	reg.CounterFunc("cloudblock_spool_full_total", "Times the spool became full.", func() float64 { return float64(sp.Stats().FullEvents) })
+	reg.CounterFunc("cloudblock_spool_write_errors_total", "Failed spool writes (retried; messages stay unacknowledged).", func() float64 { return float64(sp.Stats().WriteErrors) })
+	reg.GaugeFunc("cloudblock_spool_full", "1 while the spool is full and acknowledgements wait.", func() float64 { return boolf(sp.Stats().Full) })
+	reg.GaugeFunc("cloudblock_spool_bytes", "Bytes the spool uses on disk.", func() float64 { return float64(sp.Stats().Bytes) })
+	reg.GaugeFunc("cloudblock_spool_max_bytes", "The spool's budget (BUFFER_MAX_BYTES).", func() float64 { return float64(s.spool.MaxBytes) })
+	reg.GaugeFunc("cloudblock_spool_messages", "Messages in the spool not yet delivered.", func() float64 { return float64(sp.Backlog()) })
+	reg.GaugeFunc("cloudblock_spool_damaged_bytes", "Bytes cut from damaged spool files at start-up.", func() float64 { return float64(sp.Stats().DamagedBytes) })
+	reg.GaugeFunc("cloudblock_spool_damaged_messages", "Messages known lost to spool damage found at start-up.", func() float64 { return float64(sp.Stats().DamagedMessages) })
+	reg.GaugeFunc("cloudblock_oldest_unsent_age_seconds", "Age of the oldest message not yet delivered (0 when none).", func() float64 {
+		t := pipe.Status().OldestUnsent
+		if t.IsZero() {
+			return 0
+		}
+		return time.Since(t).Seconds()
+	})
+	reg.GaugeFunc("cloudblock_last_success_timestamp_seconds", "Unix time of the last successful send (0 if none yet).", func() float64 {
+		t := pipe.Status().LastSuccess
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.UnixNano()) / 1e9
+	})
+	reg.GaugeFunc("cloudblock_destination_connected", "1 once the destination's clients are connected.", func() float64 { return boolf(pipe.Status().Connected) })
+	reg.GaugeFunc("cloudblock_deadletter_bytes", "Bytes in the dead-letter store.", func() float64 { _, b, _ := dead.Stats(); return float64(b) })
+	reg.CounterFunc("cloudblock_deadletter_evicted_total", "Dead-lettered messages removed to keep the store within DEADLETTER_MAX_BYTES.", func() float64 { _, _, l := dead.Stats(); return float64(l) })
+	reg.GaugeFunc("cloudblock_build_info", "Always 1; the version is a label in the HELP text: "+Version+".", func() float64 { return 1 })
+}
+
+// readiness lists why the block is not ready (empty = ready).
+func (s *settings) readiness(sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeline.Pipeline) (reasons []string, st pipeline.Status) {
+	st = pipe.Status()
+	if !sub.Connected() {
+		r := "not connected to the MQTT broker"
+		if e := sub.LastError(); e != "" {
+			r += ": " + e
+		}
+		reasons = append(reasons, r)
+	}
+	if !st.Connected {
+		r := "not connected to the destination"
+		if st.LastError != "" {
+			r += ": " + st.LastError
+		}
+		reasons = append(reasons, r)
+	}
+	if !st.OldestUnsent.IsZero() {
+		if age := time.Since(st.OldestUnsent); age > s.readyMaxAge {
+			r := fmt.Sprintf("oldest undelivered message is %s old (limit READY_MAX_UNSENT_AGE=%s)", age.Round(time.Second), s.readyMaxAge)
+			if st.LastError != "" {
+				r += "; last error: " + st.LastError
+			}
+			reasons = append(reasons, r)
+		}
+	}
+	if sp.Stats().Full {
+		reasons = append(reasons, "spool is full: new MQTT messages are not acknowledged")
+	}
+	return reasons, st
+}
+
+func (s *settings) handler(reg *metrics.Registry, sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeline.Pipeline) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		reasons, st := s.readiness(sp, sub, pipe)
+		body := map[string]any{
+			"ready":             len(reasons) == 0,
+			"reasons":           reasons,
+			"mqtt_connected":    sub.Connected(),
+			"destination_ready": st.Connected,
+			"spool_messages":    sp.Backlog(),
+			"spool_bytes":       sp.Stats().Bytes,
+			"batches_in_flight": st.InFlight,
+		}
+		if !st.OldestUnsent.IsZero() {
+			body["oldest_unsent_age_seconds"] = time.Since(st.OldestUnsent).Seconds()
+		}
+		if st.LastError != "" {
+			body["last_error"] = st.LastError
+			body["last_error_at"] = st.LastErrorAt.UTC().Format(time.RFC3339)
+		}
+		if !st.LastSuccess.IsZero() {
+			body["last_success_at"] = st.LastSuccess.UTC().Format(time.RFC3339)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if len(reasons) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(body)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		reg.Write(w)
+	})
+	return mux
+}
+
+// healthcheck asks the running service's /ready (for the image's HEALTHCHECK:
+// scratch images have no curl). Exit 0 when ready.
+func healthcheck(svc Service, lookup config.Lookup, out io.Writer) int {
+	l := config.NewLoader(lookup, svc.AllVars())
+	addr := l.String("HTTP_LISTEN")
+	if addr == "off" {
+		fmt.Fprintln(out, "HTTP_LISTEN=off: no endpoint to check")
+		return ExitFatal
+	}
+	host, port, err := splitHostPort(addr)
+	if err != nil {
+		fmt.Fprintf(out, "HTTP_LISTEN=%q is not host:port\n", addr)
+		return ExitConfig
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/ready")
+	if err != nil {
+		fmt.Fprintf(out, "not ready: %v\n", err)
+		return ExitFatal
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	fmt.Fprintln(out, strings.TrimSpace(string(b)))
+	if resp.StatusCode != http.StatusOK {
+		return ExitFatal
+	}
+	return ExitOK
+}

@@ -1,0 +1,332 @@
+// Package run wires a destination into the common pipeline: configuration,
+// logging, the MQTT subscription, the spool, the pipeline, the HTTP health
+// and metrics endpoints, signals and graceful shutdown. A service's main is
+// one call to Main.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/deadletter"
+	"github.com/cloud-block/cloud-block/common/metrics"
+	"github.com/cloud-block/cloud-block/common/mqtt"
+	"github.com/cloud-block/cloud-block/common/pipeline"
+	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/spool"
+)
+
+// Version is set at build time with -ldflags "-X ...run.Version=...".
+var Version = "dev"
+
+// Exit codes.
+const (
+	ExitOK     = 0
+	ExitFatal  = 1
+	ExitConfig = 2
+)
+
+// Info is what a service's constructor gets besides its variables.
+type Info struct {
+	Service string
+	Device  string
+	Log     *slog.Logger
+}
+
+// Service describes a destination.
+type Service struct {
+	// Name is the service's name ("aws-sqs"), used for defaults and logs.
+	Name string
+	// Vars are the service's own variables; same-named common ones are overridden.
+	Vars []config.Var
+	// New reads the service's variables from l (problems are collected by l)
+	// and returns its sink, not yet connected.
+	New func(l *config.Loader, info Info) (sink.Sink, error)
+}
+
+// AllVars returns every variable the service reads, common ones first.
+func (s Service) AllVars() []config.Var { return config.Merge(CommonVars(s.Name), s.Vars) }
+
+// Main runs the service with the process's arguments and environment and exits.
+func Main(svc Service) {
+	os.Exit(Run(context.Background(), svc, os.Args[1:], config.Env, os.Stdout, os.Stderr))
+}
+
+// Run is Main without the exit: it returns the exit code. Logs go to
+// stdout; a configuration error is also printed, one problem a line, on stderr.
+func Run(ctx context.Context, svc Service, args []string, lookup config.Lookup, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "healthcheck":
+			return healthcheck(svc, lookup, stdout)
+		case "version", "--version":
+			fmt.Fprintf(stdout, "cloud-block-%s %s\n", svc.Name, Version)
+			return ExitOK
+		case "env":
+			fmt.Fprint(stdout, config.MarkdownTable(svc.AllVars()))
+			return ExitOK
+		default:
+			fmt.Fprintf(stderr, "unknown command %q; commands: healthcheck, version, env (none runs the service)\n", args[0])
+			return ExitConfig
+		}
+	}
+	s, err := load(svc, lookup, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "cloud-block-%s: configuration error:\n", svc.Name)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "  - %s\n", line)
+		}
+		slog.New(slog.NewJSONHandler(stdout, nil)).Error("configuration error: not starting", "service", svc.Name, "err", err)
+		return ExitConfig
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := s.serve(ctx); err != nil {
+		s.log.Error("stopped on error", "err", err)
+		return ExitFatal
+	}
+	return ExitOK
+}
+
+// settings is the validated configuration.
+type settings struct {
+	svc          Service
+	log          *slog.Logger
+	device       string
+	mqtt         mqtt.Options
+	spool        spool.Options
+	deadMax      int64
+	pipe         pipeline.Config
+	readyMaxAge  time.Duration
+	shutdown     time.Duration
+	listen       string
+	snk          sink.Sink
+	fromVault    []string
+	newLogHandle func() slog.Handler
+}
+
+func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error) {
+	l := config.NewLoader(lookup, svc.AllVars())
+	s := &settings{svc: svc}
+
+	level := slog.LevelInfo
+	switch l.Enum("LOG_LEVEL", "debug", "info", "warn", "error") {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	s.log = slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})).With("service", svc.Name)
+
+	s.device = l.String("BALENA_DEVICE_UUID")
+	if s.device == "" {
+		s.device, _ = os.Hostname()
+	}
+	broker := l.URL("LOCAL_MQTT_HOST", "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss")
+	topics, err := mqtt.ParseTopics(l.String("LOCAL_MQTT_INPUT_TOPIC"))
+	if err != nil {
+		l.Fail("LOCAL_MQTT_INPUT_TOPIC", l.String("LOCAL_MQTT_INPUT_TOPIC"),
+			"comma-separated MQTT topic filters, '+' and '#' as whole levels ("+err.Error()+")")
+	}
+	clientID := l.String("LOCAL_MQTT_CLIENT_ID")
+	if clientID == "" {
+		clientID = "cloud-block-" + svc.Name + "-" + s.device
+	}
+	s.mqtt = mqtt.Options{
+		Broker: broker, Topics: topics, ClientID: clientID,
+		Username: l.String("LOCAL_MQTT_USERNAME"), Password: l.String("LOCAL_MQTT_PASSWORD"),
+		KeepAlive: l.Duration("LOCAL_MQTT_KEEPALIVE", 5*time.Second, 10*time.Minute),
+	}
+	if s.mqtt.Password != "" && s.mqtt.Username == "" {
+		l.Require("LOCAL_MQTT_USERNAME", "required when LOCAL_MQTT_PASSWORD is set")
+	}
+	ca, cert, key := l.String("LOCAL_MQTT_CA"), l.String("LOCAL_MQTT_CERT"), l.String("LOCAL_MQTT_KEY")
+	serverName := l.String("LOCAL_MQTT_TLS_SERVER_NAME")
+	tlsScheme := broker != nil && (broker.Scheme == "mqtts" || broker.Scheme == "ssl" || broker.Scheme == "tls" || broker.Scheme == "wss")
+	if ca != "" || cert != "" || key != "" || tlsScheme {
+		if !tlsScheme && broker != nil {
+			l.Fail("LOCAL_MQTT_HOST", broker.String(), "a TLS scheme (mqtts, ssl, tls or wss) when LOCAL_MQTT_CA, LOCAL_MQTT_CERT or LOCAL_MQTT_KEY is set")
+		}
+		cfg, err := mqtt.TLSConfig(ca, cert, key, serverName)
+		if err != nil {
+			name := "LOCAL_MQTT_CA"
+			switch {
+			case strings.HasPrefix(err.Error(), "client key"):
+				name = "LOCAL_MQTT_KEY"
+			case strings.HasPrefix(err.Error(), "client"):
+				name = "LOCAL_MQTT_CERT"
+			}
+			l.Fail(name, l.Optional(name), "PEM text or a readable PEM file ("+err.Error()+")")
+		}
+		s.mqtt.TLS = cfg
+	}
+	s.mqtt.Logger = s.log
+
+	policy := l.Enum("BUFFER_FULL_POLICY", string(spool.Block), string(spool.DropOldest))
+	s.spool = spool.Options{
+		Dir:        l.String("BUFFER_DIR"),
+		MaxBytes:   l.Bytes("BUFFER_MAX_BYTES", 1<<20, 1<<40),
+		Policy:     spool.Policy(policy),
+		CommitWait: l.Duration("BUFFER_COMMIT_WAIT", 0, time.Second),
+		Logger:     s.log,
+	}
+	s.deadMax = l.Bytes("DEADLETTER_MAX_BYTES", 1<<20, 1<<40)
+	s.pipe = pipeline.Config{
+		MaxMessages:  l.Int("BATCH_MAX_MESSAGES", 1, 1_000_000),
+		MaxBytes:     int(l.Bytes("BATCH_MAX_BYTES", 1, 1<<30)),
+		MaxWait:      l.Duration("BATCH_MAX_WAIT", 0, time.Hour),
+		Concurrency:  l.Int("BATCH_CONCURRENCY", 1, 64),
+		RetryInitial: l.Duration("RETRY_INITIAL_BACKOFF", 10*time.Millisecond, time.Hour),
+		RetryMax:     l.Duration("RETRY_MAX_BACKOFF", 10*time.Millisecond, 24*time.Hour),
+	}
+	if s.pipe.RetryMax < s.pipe.RetryInitial {
+		l.Fail("RETRY_MAX_BACKOFF", l.String("RETRY_MAX_BACKOFF"), "a duration not below RETRY_INITIAL_BACKOFF ("+s.pipe.RetryInitial.String()+")")
+	}
+	s.readyMaxAge = l.Duration("READY_MAX_UNSENT_AGE", time.Second, 30*24*time.Hour)
+	s.shutdown = l.Duration("SHUTDOWN_TIMEOUT", 0, 10*time.Minute)
+	s.listen = l.String("HTTP_LISTEN")
+	if s.listen != "off" {
+		if _, _, err := splitHostPort(s.listen); err != nil {
+			l.Fail("HTTP_LISTEN", s.listen, "host:port such as :8080 or 127.0.0.1:8080, or off")
+		}
+	}
+
+	snk, err := svc.New(l, Info{Service: svc.Name, Device: s.device, Log: s.log})
+	if err := l.Err(); err != nil {
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.snk = snk
+	return s, nil
+}
+
+func splitHostPort(a string) (string, string, error) {
+	u, err := url.Parse("http://" + a)
+	if err != nil || u.Port() == "" || u.Path != "" {
+		return "", "", errors.New("bad address")
+	}
+	return u.Hostname(), u.Port(), nil
+}
+
+// serve runs until ctx ends, then shuts down gracefully.
+func (s *settings) serve(ctx context.Context) error {
+	log := s.log
+	log.Info("starting", "version", Version, "device", s.device, "buffer_dir", s.spool.Dir)
+	reg := metrics.NewRegistry("service", s.svc.Name)
+
+	sp, err := spool.Open(s.spool)
+	if err != nil {
+		return err
+	}
+	dead, err := deadletter.Open(s.spool.Dir+"/deadletter", s.deadMax, log)
+	if err != nil {
+		sp.Close()
+		return err
+	}
+	defer dead.Close()
+
+	received := reg.Counter("cloudblock_received_total", "MQTT messages received.")
+	acked := reg.Counter("cloudblock_acknowledged_total", "MQTT messages acknowledged (PUBACK) after they were durably spooled.")
+	tooLarge := reg.Counter("cloudblock_too_large_total", "MQTT messages larger than the spool's record limit, dead-lettered on arrival.")
+	ingestCtx, stopIngest := context.WithCancel(context.Background())
+	defer stopIngest()
+	sub := mqtt.New(s.mqtt, func(m mqtt.Message) {
+		received.Inc()
+		err := sp.Append(ingestCtx, spool.Entry{Topic: m.Topic, Received: m.Received, Payload: m.Payload}, func(uint64) {
+			m.Ack()
+			acked.Inc()
+		})
+		switch {
+		case errors.Is(err, spool.ErrTooLarge):
+			// It can never be spooled; keep it where an operator can find it.
+			msg := sink.Message{ID: "too-large-" + m.Received.Format("20060102T150405.000000000Z"), Topic: m.Topic, Received: m.Received, Payload: m.Payload}
+			reason := fmt.Sprintf("payload of %d bytes exceeds the spool's record limit of %d bytes (BUFFER_MAX_BYTES/4)", len(m.Payload), sp.MaxRecordPayload())
+			if err := dead.Put([]sink.Message{msg}, reason); err != nil {
+				log.Error("dead-lettering an oversized message failed; not acknowledging it", "err", err, "topic", m.Topic)
+				return
+			}
+			tooLarge.Inc()
+			log.Error("message too large for the spool: dead-lettered", "topic", m.Topic, "bytes", len(m.Payload))
+			m.Ack()
+		case err != nil:
+			// Shutting down: not acknowledged, so the broker sends it again.
+		}
+	})
+
+	pipeMetrics := pipeline.NewMetrics(reg)
+	pipe := pipeline.New(s.pipe, sp, s.snk, dead, pipeMetrics, log)
+	s.registerMetrics(reg, sp, dead, sub, pipe)
+
+	var srv *http.Server
+	if s.listen != "off" {
+		srv = &http.Server{Addr: s.listen, Handler: s.handler(reg, sp, sub, pipe), ReadHeaderTimeout: 5 * time.Second}
+		ln, err := listen(s.listen)
+		if err != nil {
+			sp.Close()
+			return fmt.Errorf("HTTP_LISTEN=%s: %w", s.listen, err)
+		}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server stopped", "err", err)
+			}
+		}()
+	}
+
+	sub.Start()
+	stopCut, cancelCut := context.WithCancel(context.Background())
+	kill, cancelKill := context.WithCancel(context.Background())
+	defer cancelKill()
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- pipe.Run(stopCut, kill) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", s.shutdown.String())
+	case runErr = <-pipeDone:
+		pipeDone <- runErr
+		log.Error("pipeline stopped", "err", runErr)
+	}
+
+	// 1. Take no new messages; commit and acknowledge what was queued.
+	sub.Pause()
+	stopIngest()
+	sp.StopWriting()
+	sub.Disconnect(500 * time.Millisecond)
+	// 2. Let in-flight batches finish within the timeout; the rest stays spooled.
+	cancelCut()
+	timer := time.AfterFunc(s.shutdown, cancelKill)
+	<-pipeDone
+	timer.Stop()
+	// 3. Persist the delivered mark and close.
+	if err := sp.Close(); err != nil {
+		log.Error("closing the spool", "err", err)
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.snk.Close(closeCtx); err != nil {
+		log.Warn("closing the destination", "err", err)
+	}
+	if srv != nil {
+		_ = srv.Shutdown(closeCtx)
+	}
+	st := sp.Stats()
+	log.Info("stopped", "received", received.Value(), "acknowledged", acked.Value(),
+		"delivered", pipeMetrics.Delivered.Value(), "undelivered_in_spool", sp.Backlog(), "spool_bytes", st.Bytes)
+	return runErr
+}

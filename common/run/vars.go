@@ -1,0 +1,51 @@
+package run
+
+import (
+	"github.com/cloud-block/cloud-block/common/config"
+)
+
+// CommonVars are the variables every service reads, with their defaults.
+// A service may override a default by declaring the same name in its Vars
+// (object stores batch for a minute, SQS ten messages at a time).
+func CommonVars(service string) []config.Var {
+	return []config.Var{
+		{Name: "LOCAL_MQTT_HOST", Default: "mqtt://mqtt:1883",
+			Doc: "Broker URL; scheme mqtt, tcp, mqtts, ssl, tls, ws or wss. The default is the compose service `mqtt`."},
+		{Name: "LOCAL_MQTT_INPUT_TOPIC", Aliases: []string{"MQTT_INPUT_TOPIC"}, Default: "cloud-input",
+			Doc: "Comma-separated topic filters to forward (`+` and `#` wildcards allowed), subscribed at QoS 1."},
+		{Name: "LOCAL_MQTT_CLIENT_ID",
+			Doc: "MQTT client id of the persistent session. Default `cloud-block-<service>-<device>`; keep it stable, or messages queued by the broker for the old id are not delivered."},
+		{Name: "LOCAL_MQTT_USERNAME", Doc: "Broker username, if the broker requires one."},
+		{Name: "LOCAL_MQTT_PASSWORD", Secret: true, Doc: "Broker password."},
+		{Name: "LOCAL_MQTT_CA", Multiline: true,
+			Doc: "CA certificate for a TLS broker: PEM text (literal `\\n` allowed) or a file path. Default: the system roots."},
+		{Name: "LOCAL_MQTT_CERT", Multiline: true, Doc: "Client certificate for mutual TLS: PEM text or a file path."},
+		{Name: "LOCAL_MQTT_KEY", Multiline: true, Secret: true, Doc: "Client private key for mutual TLS: PEM text or a file path."},
+		{Name: "LOCAL_MQTT_TLS_SERVER_NAME", Doc: "Server name to verify in the broker's certificate, when it differs from the URL's host."},
+		{Name: "LOCAL_MQTT_KEEPALIVE", Default: "30s", Doc: "MQTT keepalive interval."},
+		{Name: "BALENA_DEVICE_UUID", Doc: "Device id put on every message and in object keys; set by balena. Default: the hostname."},
+		{Name: "BUFFER_DIR", Default: "/data/cloud-block/" + service,
+			Doc: "Directory of the durable buffer (spool) and the dead-letter store; put it on a persistent volume."},
+		{Name: "BUFFER_MAX_BYTES", Default: "256MiB",
+			Doc: "Disk the spool may use (e.g. `64MiB`, `1GiB`). The largest message it takes is a quarter of this."},
+		{Name: "BUFFER_FULL_POLICY", Default: "block",
+			Doc: "When the spool is full: `block` stops acknowledging MQTT messages so the broker holds them (up to its own queue limits); `drop_oldest` deletes the oldest undelivered messages and counts them."},
+		{Name: "BUFFER_COMMIT_WAIT", Default: "0s",
+			Doc: "Longest a message waits for others to share its fsync. 0 commits whatever arrived during the previous fsync (group commit without added latency)."},
+		{Name: "DEADLETTER_MAX_BYTES", Default: "64MiB",
+			Doc: "Disk the dead-letter store may use; past it the oldest dead-letter file is removed and counted."},
+		{Name: "BATCH_MAX_MESSAGES", Default: "500", Doc: "Most messages in one batch (the destination's own limit applies too)."},
+		{Name: "BATCH_MAX_BYTES", Default: "1MiB", Doc: "Most payload bytes in one batch (the destination's own limit applies too)."},
+		{Name: "BATCH_MAX_WAIT", Default: "200ms",
+			Doc: "Longest a batch waits to fill before it is sent. A backlog is sent in full batches at once."},
+		{Name: "BATCH_CONCURRENCY", Default: "4", Doc: "Batches sent at once (destinations that need order or exact resends use 1)."},
+		{Name: "RETRY_INITIAL_BACKOFF", Default: "1s", Doc: "First wait after a failed send; doubles with jitter on each failure."},
+		{Name: "RETRY_MAX_BACKOFF", Default: "1m", Doc: "Longest wait between retries. Retries never give up: messages stay in the spool."},
+		{Name: "READY_MAX_UNSENT_AGE", Default: "5m",
+			Doc: "`/ready` fails when the oldest undelivered message is older than this."},
+		{Name: "SHUTDOWN_TIMEOUT", Default: "10s",
+			Doc: "On SIGTERM, how long in-flight batches may finish; what does not stays in the spool. Keep the compose stop_grace_period longer."},
+		{Name: "LOG_LEVEL", Default: "info", Doc: "`debug`, `info`, `warn` or `error`. Logs are JSON lines on stdout."},
+		{Name: "HTTP_LISTEN", Default: ":8080", Doc: "Address of the `/live`, `/ready` and `/metrics` endpoints; `off` disables them (and the healthcheck)."},
+	}
+}

@@ -2,6 +2,10 @@ module github.com/cloud-block/cloud-block/testenv
 
 go 1.26.0
 
+require github.com/cloud-block/cloud-block/common v0.0.0
+
+replace github.com/cloud-block/cloud-block/common => ../common
+
 require (
 	cel.dev/expr v0.25.2 // indirect
 	cloud.google.com/go v0.123.0 // indirect

@@ -128,6 +128,10 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []sink.Message) error {
 	s.buf = s.buf[:0]
 	s.batch++
 	for i, m := range batch {
+		if s.limits.MaxMessageBytes > 0 && len(m.Payload) > s.limits.MaxMessageBytes {
+			be.Fail(i, sink.Permanent(fmt.Errorf("file sink: payload of %d bytes over the limit of %d", len(m.Payload), s.limits.MaxMessageBytes)))
+			continue
+		}
 		if len(s.reject) > 0 && bytes.HasPrefix(m.Payload, s.reject) {
 			be.Fail(i, sink.Permanent(fmt.Errorf("file sink: payload refused (starts with %q)", s.reject)))
 			continue

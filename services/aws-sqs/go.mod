@@ -1,0 +1,7 @@
+module github.com/cloud-block/cloud-block/services/aws-sqs
+
+go 1.26.0
+
+require github.com/cloud-block/cloud-block/common v0.0.0
+
+replace github.com/cloud-block/cloud-block/common => ../../common

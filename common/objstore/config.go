@@ -1,0 +1,46 @@
+package objstore
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/cloud-block/cloud-block/common/config"
+)
+
+// Vars declares the variables of a service whose prefix is e.g. "AWS_S3":
+// AWS_S3_OBJECT_MODE, AWS_S3_GZIP, AWS_S3_PREFIX and AWS_S3_KEY_TEMPLATE.
+func Vars(prefix string) []config.Var {
+	return []config.Var{
+		{Name: prefix + "_OBJECT_MODE", Default: string(Batch),
+			Doc: "How messages become objects: `batch` writes one NDJSON object per batch, `message` writes each payload unchanged as an object of its own."},
+		{Name: prefix + "_GZIP", Default: "false",
+			Doc: "Gzip batch objects (key ending `.ndjson.gz`, Content-Encoding `gzip`); batch mode only."},
+		{Name: prefix + "_PREFIX",
+			Doc: "Prepended to every object key, with a `/` added if it does not end in one."},
+		{Name: prefix + "_KEY_TEMPLATE",
+			Doc: "Object key without extension, from the placeholders {device} {topic} {yyyy} {mm} {dd} {hh} {first} {last} {id}; empty means `" + DefaultBatchTemplate + "` in batch mode and `" + DefaultMessageTemplate + "` in message mode."},
+	}
+}
+
+// Load reads the variables declared by Vars(prefix) and validates them,
+// recording every problem in l under the variable's name.
+func Load(l *config.Loader, prefix, device string) Options {
+	modeVar, gzipVar, tmplVar := prefix+"_OBJECT_MODE", prefix+"_GZIP", prefix+"_KEY_TEMPLATE"
+	o := Options{
+		Mode:     Mode(l.Enum(modeVar, string(Batch), string(PerMessage))),
+		Gzip:     l.Bool(gzipVar),
+		Prefix:   strings.TrimSpace(l.String(prefix + "_PREFIX")),
+		Template: strings.TrimSpace(l.String(tmplVar)),
+		Device:   device,
+	}
+	if o.Gzip && o.Mode == PerMessage {
+		l.Fail(gzipVar, l.Optional(gzipVar), "false when "+modeVar+" is message, which stores each payload unchanged")
+	}
+	if _, err := compile(o.Template, o.Mode); err != nil {
+		var te *templateError
+		if errors.As(err, &te) {
+			l.Fail(tmplVar, l.Optional(tmplVar), te.want)
+		}
+	}
+	return o
+}

@@ -59,9 +59,16 @@ max_inflight_messages %d
 max_queued_messages 0
 max_queued_bytes 0
 log_dest stdout
+# Run as root, it would drop to the mosquitto user, which cannot write the
+# test's private temp dir: persistence would silently fail.
+user root
 log_type error
 log_type warning
 `, m.Port, o.MaxInflight)
+	if dir := os.Getenv("HARNESS_MOSQUITTO_VERBOSE"); dir != "" {
+		// Debugging aid: every packet, logged to a file that outlives the test.
+		conf += fmt.Sprintf("log_type all\nlog_dest file %s/mosquitto-%d.log\n", dir, m.Port)
+	}
 	if o.Persistence {
 		conf += fmt.Sprintf("persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
 	}
@@ -70,7 +77,12 @@ log_type warning
 		t.Fatal(err)
 	}
 	m.Start()
-	t.Cleanup(m.Stop)
+	t.Cleanup(func() {
+		m.Stop()
+		if dir := os.Getenv("HARNESS_MOSQUITTO_VERBOSE"); dir != "" {
+			t.Logf("mosquitto log: %s/mosquitto-%d.log", dir, m.Port)
+		}
+	})
 	return m
 }
 

@@ -1,0 +1,192 @@
+package ehsink
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
+
+	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink"
+)
+
+// Vars are the destination's variables.
+var Vars = []config.Var{
+	{Name: "AZURE_EH_CONNECTIONSTRING", Aliases: []string{"AZURE_EH_CONNECTION_STRING"}, Secret: true,
+		Doc: "Connection string of a shared access policy with the Send right: the event hub's (with `EntityPath=`) or the namespace's (then set `AZURE_EH_NAME`). " +
+			"Required unless Microsoft Entra auth is configured with `AZURE_EH_NAMESPACE`; set exactly one of the two."},
+	{Name: "AZURE_EH_NAME",
+		Doc: "Event hub name. Required with a namespace-level connection string and with `AZURE_EH_NAMESPACE`; with a hub-level connection string it must equal its `EntityPath` (or stay unset)."},
+	{Name: "AZURE_EH_NAMESPACE",
+		Doc: "Microsoft Entra auth instead of a connection string (for namespaces with SAS keys disabled): the fully qualified namespace, e.g. `myns.servicebus.windows.net`. " +
+			"The identity needs the Azure Event Hubs Data Sender role. Credential: the client secret below if set, else DefaultAzureCredential (`AZURE_CLIENT_ID`/`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, workload identity, managed identity, Azure CLI)."},
+	{Name: "AZURE_EH_TENANT_ID", Doc: "Entra tenant id of a service principal (client secret auth, with `AZURE_EH_NAMESPACE`)."},
+	{Name: "AZURE_EH_CLIENT_ID", Doc: "Application (client) id of that service principal."},
+	{Name: "AZURE_EH_CLIENT_SECRET", Secret: true, Doc: "Client secret of that service principal."},
+	{Name: "AZURE_EH_PARTITION_KEY", Default: "none",
+		Doc: "How events are spread over partitions: `none` lets Event Hubs choose; `device` routes every event of this device to one partition (key = device id); `topic` routes by MQTT topic. " +
+			"With a key, batches are sent one at a time so each key's events keep their order."},
+	{Name: "AZURE_EH_PARTITION_ID",
+		Doc: "Send every event to this partition (e.g. `0`) instead; not together with a partition key. Batches are sent one at a time, in order."},
+	{Name: "AZURE_EH_CONSUMER_GROUP", Doc: "Receive-side setting of the original block: accepted and ignored (this block only sends)."},
+	{Name: "AZURE_EH_STORAGE_ACCOUNT", Doc: "Receive-side setting of the original block: accepted and ignored."},
+	{Name: "AZURE_EH_STORAGE_ACCOUNT_KEY", Secret: true, Doc: "Receive-side setting of the original block: accepted and ignored."},
+	{Name: "AZURE_EH_CONTAINER_NAME", Doc: "Receive-side setting of the original block: accepted and ignored."},
+}
+
+// receiveOnly are the original block's variables that only mattered for receiving.
+var receiveOnly = []string{"AZURE_EH_CONSUMER_GROUP", "AZURE_EH_STORAGE_ACCOUNT", "AZURE_EH_STORAGE_ACCOUNT_KEY", "AZURE_EH_CONTAINER_NAME"}
+
+// Service is the Azure Event Hubs destination.
+var Service = run.Service{Name: "azure-eh", Vars: Vars, New: New}
+
+// Partition key modes.
+const (
+	keyNone   = "none"
+	keyDevice = "device"
+	keyTopic  = "topic"
+)
+
+var (
+	namespaceRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?$`)
+	partitionIDRE = regexp.MustCompile(`^[0-9]{1,4}$`)
+)
+
+// New reads the variables and returns the sink, not yet connected.
+func New(l *config.Loader, info run.Info) (sink.Sink, error) {
+	s := &Sink{log: info.Log, device: info.Device}
+
+	conn := l.String("AZURE_EH_CONNECTIONSTRING")
+	hub := l.String("AZURE_EH_NAME")
+	ns := l.String("AZURE_EH_NAMESPACE")
+	tenant, client, secret := l.String("AZURE_EH_TENANT_ID"), l.String("AZURE_EH_CLIENT_ID"), l.String("AZURE_EH_CLIENT_SECRET")
+	spn := tenant != "" || client != "" || secret != ""
+
+	switch {
+	case conn != "" && ns != "":
+		l.Fail("AZURE_EH_NAMESPACE", ns, "unset when "+l.SetName("AZURE_EH_CONNECTIONSTRING")+
+			" is set: configure one way to authenticate, a connection string or Microsoft Entra (AZURE_EH_NAMESPACE)")
+	case conn == "" && ns == "":
+		l.Require("AZURE_EH_CONNECTIONSTRING", "set it to a connection string with the Send right, "+
+			"or set AZURE_EH_NAMESPACE and AZURE_EH_NAME for Microsoft Entra auth")
+	case conn != "":
+		for _, n := range []string{"AZURE_EH_TENANT_ID", "AZURE_EH_CLIENT_ID", "AZURE_EH_CLIENT_SECRET"} {
+			if l.IsSet(n) {
+				l.Fail(n, l.Optional(n), "unset: it is only used with AZURE_EH_NAMESPACE (Microsoft Entra auth), not with a connection string")
+			}
+		}
+		s.fromConnectionString(l, conn, hub)
+	default:
+		if !namespaceRE.MatchString(ns) {
+			l.Fail("AZURE_EH_NAMESPACE", ns, "a fully qualified namespace such as myns.servicebus.windows.net (no scheme, no path)")
+		}
+		if hub == "" {
+			l.Require("AZURE_EH_NAME", "required with AZURE_EH_NAMESPACE (Microsoft Entra auth)")
+		}
+		if spn {
+			for _, n := range []string{"AZURE_EH_TENANT_ID", "AZURE_EH_CLIENT_ID", "AZURE_EH_CLIENT_SECRET"} {
+				if !l.IsSet(n) {
+					l.Require(n, "AZURE_EH_TENANT_ID, AZURE_EH_CLIENT_ID and AZURE_EH_CLIENT_SECRET go together (client secret auth); unset all three for DefaultAzureCredential")
+				}
+			}
+		}
+		if l.Err() == nil {
+			s.fromCredential(l, ns, hub, tenant, client, secret)
+		}
+	}
+
+	s.keyBy = l.Enum("AZURE_EH_PARTITION_KEY", keyNone, keyDevice, keyTopic)
+	if id := l.String("AZURE_EH_PARTITION_ID"); id != "" {
+		switch {
+		case s.keyBy != keyNone:
+			l.Fail("AZURE_EH_PARTITION_ID", id, "unset when AZURE_EH_PARTITION_KEY is "+s.keyBy+
+				": events go to one fixed partition or are routed by a key, not both")
+		case !partitionIDRE.MatchString(id):
+			l.Fail("AZURE_EH_PARTITION_ID", id, "a partition id such as 0 (partitions are numbered from 0)")
+		default:
+			s.partitionID = id
+		}
+	}
+
+	var ignored []string
+	for _, n := range receiveOnly {
+		if l.IsSet(n) {
+			ignored = append(ignored, l.SetName(n))
+		}
+	}
+	if len(ignored) > 0 && l.Err() == nil {
+		s.log.Info("ignoring settings that only matter for receiving events: this block only sends", "variables", strings.Join(ignored, ","))
+	}
+	return s, nil
+}
+
+// fromConnectionString checks a SAS connection string and sets up the
+// producer it makes. Parse errors are not echoed: a string mangled enough
+// (a missing ';') would carry the key inside the value the SDK quotes.
+func (s *Sink) fromConnectionString(l *config.Loader, conn, hub string) {
+	name := "AZURE_EH_CONNECTIONSTRING"
+	props, err := azeventhubs.ParseConnectionString(conn)
+	if err != nil {
+		l.Fail(name, conn, "a connection string such as Endpoint=sb://<namespace>.servicebus.windows.net/;"+
+			"SharedAccessKeyName=<policy>;SharedAccessKey=<key>;EntityPath=<event hub> (Endpoint and a key or SharedAccessSignature are required)")
+		return
+	}
+	s.secrets = append(s.secrets, conn)
+	for _, v := range []*string{props.SharedAccessKey, props.SharedAccessSignature} {
+		if v != nil && *v != "" {
+			s.secrets = append(s.secrets, *v)
+		}
+	}
+	hubArg := hub
+	switch {
+	case props.EntityPath == nil && hub == "":
+		l.Require("AZURE_EH_NAME", "required: the connection string has no EntityPath (it is the namespace's), so name the event hub")
+		return
+	case props.EntityPath != nil && hub != "" && hub != *props.EntityPath:
+		l.Fail("AZURE_EH_NAME", hub, fmt.Sprintf("the connection string's EntityPath %q, or unset", *props.EntityPath))
+		return
+	case props.EntityPath != nil:
+		hubArg, hub = "", *props.EntityPath // the SDK takes the hub from EntityPath
+	}
+	s.where = props.FullyQualifiedNamespace + "/" + hub
+	s.newProducer = func() (producer, error) {
+		c, err := azeventhubs.NewProducerClientFromConnectionString(conn, hubArg, producerOptions())
+		if err != nil {
+			return nil, err
+		}
+		return sdkProducer{c}, nil
+	}
+}
+
+// fromCredential sets up a producer authenticated by Microsoft Entra.
+func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret string) {
+	if secret != "" {
+		s.secrets = append(s.secrets, secret)
+	}
+	cred, err := newCredential(tenant, client, secret)
+	if err != nil {
+		name := "AZURE_EH_NAMESPACE"
+		if secret != "" {
+			name = "AZURE_EH_TENANT_ID"
+		}
+		l.Fail(name, l.Optional(name), "settings Microsoft Entra accepts ("+redact(err.Error(), s.secrets)+")")
+		return
+	}
+	s.where = ns + "/" + hub
+	s.newProducer = func() (producer, error) {
+		return newCredentialProducer(ns, hub, cred, producerOptions())
+	}
+}
+
+// newCredentialProducer is a variable so tests can reach the fake Event Hubs
+// (plain AMQP) with a token credential, which the SDK only uses over TLS.
+var newCredentialProducer = func(ns, hub string, cred azcore.TokenCredential, o *azeventhubs.ProducerClientOptions) (producer, error) {
+	c, err := azeventhubs.NewProducerClient(ns, hub, cred, o)
+	if err != nil {
+		return nil, err
+	}
+	return sdkProducer{c}, nil
+}

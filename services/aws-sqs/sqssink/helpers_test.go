@@ -91,7 +91,7 @@ func newMem(maxSize int, fifo bool) *memSQS {
 	return &memSQS{url: "https://sqs.eu-west-1.amazonaws.com/123456789012/q", maxSize: maxSize, fifo: fifo, dedup: map[string]bool{}}
 }
 
-func (m *memSQS) dial(context.Context) (Client, func(), error) { return m, func() {}, nil }
+func (m *memSQS) dial(context.Context) (Client, error) { return m, nil }
 
 func (m *memSQS) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {
 	if m.urlErr != nil {

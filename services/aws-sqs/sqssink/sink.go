@@ -57,16 +57,14 @@ type Sink struct {
 	st     settings
 	device string
 	log    *slog.Logger
-	// dial creates the client and returns a func that releases its idle
-	// connections; tests replace it to hand out a fake.
-	dial func(ctx context.Context) (Client, func(), error)
+	// dial creates the client; tests replace it to hand out a fake.
+	dial func(ctx context.Context) (Client, error)
 	conn atomic.Pointer[conn]
 }
 
 // conn is what Connect set up; it does not change once published.
 type conn struct {
 	client     Client
-	release    func()
 	url        string
 	maxSize    int // the queue's MaximumMessageSize
 	maxRequest int
@@ -89,11 +87,9 @@ func newSink(st settings, device string, log *slog.Logger) *Sink {
 
 // dialAWS builds the SDK client: static keys when given, else the default
 // credential chain; the region from AWS_SQS_REGION, the queue URL or the SDK.
-func (s *Sink) dialAWS(ctx context.Context) (Client, func(), error) {
-	tr := awshttp.NewBuildableClient().GetTransport()
-	tr.ResponseHeaderTimeout = responseTimeout
-	// Like the SDK's own client, return redirects rather than follow them.
-	hc := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+func (s *Sink) dialAWS(ctx context.Context) (Client, error) {
+	// The SDK's buildable client, so AWS_CA_BUNDLE and the like still apply.
+	hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) { tr.ResponseHeaderTimeout = responseTimeout })
 	opts := []func(*config.LoadOptions) error{config.WithHTTPClient(hc)}
 	region := s.st.region
 	if region == "" {
@@ -108,21 +104,21 @@ func (s *Sink) dialAWS(ctx context.Context) (Client, func(), error) {
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqs: loading the AWS configuration: %w", err)
+		return nil, fmt.Errorf("sqs: loading the AWS configuration: %w", err)
 	}
 	if cfg.Region == "" {
-		return nil, nil, errors.New("sqs: no AWS region: set AWS_SQS_REGION (or AWS_REGION), or give AWS_SQS_QUEUE_NAME as a queue URL")
+		return nil, errors.New("sqs: no AWS region: set AWS_SQS_REGION (or AWS_REGION), or give AWS_SQS_QUEUE_NAME as a queue URL")
 	}
 	// Fetched now so that missing credentials show at start, as an auth problem.
 	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
-		return nil, nil, &sink.AuthError{Err: fmt.Errorf("sqs: no AWS credentials (set AWS_SQS_ACCESS_KEY and AWS_SQS_SECRET_KEY, or configure the SDK's default chain): %w", err)}
+		return nil, &sink.AuthError{Err: fmt.Errorf("sqs: no AWS credentials (set AWS_SQS_ACCESS_KEY and AWS_SQS_SECRET_KEY, or configure the SDK's default chain): %w", err)}
 	}
 	client := sqs.NewFromConfig(cfg, func(o *sqs.Options) {
 		if s.st.endpoint != "" {
 			o.BaseEndpoint = aws.String(s.st.endpoint)
 		}
 	})
-	return client, tr.CloseIdleConnections, nil
+	return client, nil
 }
 
 // Connect creates the client, resolves the queue URL and reads the queue's
@@ -131,13 +127,12 @@ func (s *Sink) Connect(ctx context.Context) error {
 	if s.conn.Load() != nil {
 		return nil
 	}
-	client, release, err := s.dial(ctx)
+	client, err := s.dial(ctx)
 	if err != nil {
 		return err
 	}
-	c := &conn{client: client, release: release, url: s.st.queueURL, maxSize: assumedMaxSize, fifo: s.st.fifo, deviceName: s.device}
+	c := &conn{client: client, url: s.st.queueURL, maxSize: assumedMaxSize, fifo: s.st.fifo, deviceName: s.device}
 	if err := s.resolve(ctx, c); err != nil {
-		release()
 		return err
 	}
 	c.maxRequest = min(c.maxSize, maxRequestBytes)
@@ -314,10 +309,9 @@ func (c *conn) send(ctx context.Context, req []entry, be *sink.BatchError) (int,
 	return len(req), nil
 }
 
-// Close releases the client's idle connections; idempotent.
+// Close drops the client (the SDK's has nothing to close; its idle
+// connections time out); idempotent.
 func (s *Sink) Close(context.Context) error {
-	if c := s.conn.Swap(nil); c != nil {
-		c.release()
-	}
+	s.conn.Store(nil)
 	return nil
 }

@@ -72,7 +72,7 @@ func TestConformanceFake(t *testing.T) {
 				},
 				NewBroken: func(t *testing.T) sink.Sink {
 					s := mustLoad(t, env, testDevice)
-					s.dial = func(context.Context) (Client, func(), error) { return nil, nil, errRefused }
+					s.dial = func(context.Context) (Client, error) { return nil, errRefused }
 					return s
 				},
 				ReadBack: func(t *testing.T, ids []string) map[string][]byte { return mem.stored(t) },

@@ -5,7 +5,6 @@ package mqtt
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -233,42 +232,6 @@ func LoadPEM(v string) ([]byte, error) {
 		return nil, fmt.Errorf("neither PEM text nor a readable file: %w", err)
 	}
 	return b, nil
-}
-
-// TLSConfig builds the client TLS settings from PEM text or paths. Empty
-// inputs mean the system roots and no client certificate.
-func TLSConfig(ca, cert, key, serverName string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if ca != "" {
-		pem, err := LoadPEM(ca)
-		if err != nil {
-			return nil, fmt.Errorf("CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("CA: no certificate found in the PEM")
-		}
-		cfg.RootCAs = pool
-	}
-	if (cert == "") != (key == "") {
-		return nil, errors.New("client certificate and key must be given together")
-	}
-	if cert != "" {
-		c, err := LoadPEM(cert)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate: %w", err)
-		}
-		k, err := LoadPEM(key)
-		if err != nil {
-			return nil, fmt.Errorf("client key: %w", err)
-		}
-		pair, err := tls.X509KeyPair(c, k)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate/key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg, nil
 }
 
 // ErrNoTopics is returned when no topic filter is given.

@@ -273,9 +273,8 @@ func (p *Pipeline) cut(ctx context.Context, carry *spool.Record, first, last uin
 			p.mu.Lock()
 			p.building = rec.Received
 			p.mu.Unlock()
-			if p.cfg.MaxWait > 0 {
-				deadline = time.Now().Add(p.cfg.MaxWait)
-			}
+			// With no wait, take what is already spooled and send it now.
+			deadline = time.Now().Add(p.cfg.MaxWait)
 		}
 		msg := sink.Message{ID: rec.ID, Topic: rec.Topic, Received: rec.Received, Payload: rec.Payload}
 		if maxMsg > 0 && len(rec.Payload) > maxMsg {
@@ -297,7 +296,7 @@ func (p *Pipeline) cut(ctx context.Context, carry *spool.Record, first, last uin
 			}
 			continue
 		}
-		if (maxMsgs > 0 && len(b.msgs) >= maxMsgs) || (maxBytes > 0 && size >= maxBytes) || p.cfg.MaxWait <= 0 {
+		if (maxMsgs > 0 && len(b.msgs) >= maxMsgs) || (maxBytes > 0 && size >= maxBytes) {
 			return b, nil, nil
 		}
 	}

@@ -134,6 +134,8 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	s.device = l.String("BALENA_DEVICE_UUID")
 	if s.device == "" {
 		s.device, _ = os.Hostname()
+	} else if !validDevice(s.device) {
+		l.Fail("BALENA_DEVICE_UUID", s.device, "1 to 128 letters, digits, '.', '_' or '-' (it is used in object keys)")
 	}
 	broker := l.URL("LOCAL_MQTT_HOST", "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss")
 	topics, err := mqtt.ParseTopics(l.String("LOCAL_MQTT_INPUT_TOPIC"))
@@ -144,40 +146,30 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	clientID := l.String("LOCAL_MQTT_CLIENT_ID")
 	if clientID == "" {
 		clientID = "cloud-block-" + svc.Name + "-" + s.device
+	} else if !printable(clientID) {
+		l.Fail("LOCAL_MQTT_CLIENT_ID", clientID, "printable UTF-8 text")
 	}
 	s.mqtt = mqtt.Options{
 		Broker: broker, Topics: topics, ClientID: clientID,
 		Username: l.String("LOCAL_MQTT_USERNAME"), Password: l.String("LOCAL_MQTT_PASSWORD"),
 		KeepAlive: l.Duration("LOCAL_MQTT_KEEPALIVE", 5*time.Second, 10*time.Minute),
 	}
+	if !printable(s.mqtt.Username) {
+		l.Fail("LOCAL_MQTT_USERNAME", s.mqtt.Username, "printable UTF-8 text")
+	}
 	if s.mqtt.Password != "" && s.mqtt.Username == "" {
-		l.Require("LOCAL_MQTT_USERNAME", "required when LOCAL_MQTT_PASSWORD is set")
+		l.Fail("LOCAL_MQTT_PASSWORD", s.mqtt.Password, "a password only together with LOCAL_MQTT_USERNAME")
 	}
-	ca, cert, key := l.String("LOCAL_MQTT_CA"), l.String("LOCAL_MQTT_CERT"), l.String("LOCAL_MQTT_KEY")
-	serverName := l.String("LOCAL_MQTT_TLS_SERVER_NAME")
-	tlsScheme := broker != nil && (broker.Scheme == "mqtts" || broker.Scheme == "ssl" || broker.Scheme == "tls" || broker.Scheme == "wss")
-	if ca != "" || cert != "" || key != "" || tlsScheme {
-		if !tlsScheme && broker != nil {
-			l.Fail("LOCAL_MQTT_HOST", broker.String(), "a TLS scheme (mqtts, ssl, tls or wss) when LOCAL_MQTT_CA, LOCAL_MQTT_CERT or LOCAL_MQTT_KEY is set")
-		}
-		cfg, err := mqtt.TLSConfig(ca, cert, key, serverName)
-		if err != nil {
-			name := "LOCAL_MQTT_CA"
-			switch {
-			case strings.HasPrefix(err.Error(), "client key"):
-				name = "LOCAL_MQTT_KEY"
-			case strings.HasPrefix(err.Error(), "client"):
-				name = "LOCAL_MQTT_CERT"
-			}
-			l.Fail(name, l.Optional(name), "PEM text or a readable PEM file ("+err.Error()+")")
-		}
-		s.mqtt.TLS = cfg
-	}
+	s.mqtt.TLS = loadTLS(l, broker)
 	s.mqtt.Logger = s.log
 
 	policy := l.Enum("BUFFER_FULL_POLICY", string(spool.Block), string(spool.DropOldest))
+	dir := l.String("BUFFER_DIR")
+	if err := writableDir(dir); err != nil {
+		l.Fail("BUFFER_DIR", dir, "an absolute path to a writable directory on a persistent volume ("+err.Error()+")")
+	}
 	s.spool = spool.Options{
-		Dir:        l.String("BUFFER_DIR"),
+		Dir:        dir,
 		MaxBytes:   l.Bytes("BUFFER_MAX_BYTES", 1<<20, 1<<40),
 		Policy:     spool.Policy(policy),
 		CommitWait: l.Duration("BUFFER_COMMIT_WAIT", 0, time.Second),

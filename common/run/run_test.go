@@ -163,4 +163,3 @@ func TestSubcommands(t *testing.T) {
 		t.Errorf("healthcheck against nothing: exit %d", code)
 	}
 }
-

@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
 
 	"github.com/cloud-block/cloud-block/common/config"
@@ -177,16 +176,10 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret 
 	}
 	s.where = ns + "/" + hub
 	s.newProducer = func() (producer, error) {
-		return newCredentialProducer(ns, hub, cred, producerOptions())
+		c, err := azeventhubs.NewProducerClient(ns, hub, cred, producerOptions())
+		if err != nil {
+			return nil, err
+		}
+		return sdkProducer{c}, nil
 	}
-}
-
-// newCredentialProducer is a variable so tests can reach the fake Event Hubs
-// (plain AMQP) with a token credential, which the SDK only uses over TLS.
-var newCredentialProducer = func(ns, hub string, cred azcore.TokenCredential, o *azeventhubs.ProducerClientOptions) (producer, error) {
-	c, err := azeventhubs.NewProducerClient(ns, hub, cred, o)
-	if err != nil {
-		return nil, err
-	}
-	return sdkProducer{c}, nil
 }

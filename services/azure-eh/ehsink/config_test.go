@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
 )
@@ -122,5 +124,16 @@ func TestReceiveOnlyVariablesLoggedOnce(t *testing.T) {
 	}
 	if _, _, logs := load(map[string]string{"AZURE_EH_CONNECTIONSTRING": hubConn}); logs != "" {
 		t.Fatalf("logged without receive settings: %s", logs)
+	}
+}
+
+func TestCredentialChoice(t *testing.T) {
+	c, err := newCredential(tenantID, "app", "s3cret")
+	if _, ok := c.(*azidentity.ClientSecretCredential); !ok || err != nil {
+		t.Fatalf("with a client secret: %T %v", c, err)
+	}
+	c, err = newCredential("", "", "")
+	if _, ok := c.(*azidentity.DefaultAzureCredential); !ok || err != nil {
+		t.Fatalf("without: %T %v", c, err)
 	}
 }

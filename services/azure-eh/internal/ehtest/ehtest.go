@@ -7,7 +7,9 @@ package ehtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,19 +30,36 @@ const EnvConnectionString = "EH_TEST_CONNECTION_STRING"
 type Hub struct {
 	// ConnectionString is hub-level (with EntityPath).
 	ConnectionString string
+	// Key is its SharedAccessKey, which must never show in a log or error.
+	Key string
 	// Fake is the fake Event Hubs, nil when the hub is external.
 	Fake *ehfake.Server
 }
 
 // Start returns the external hub if EH_TEST_CONNECTION_STRING is set, else a
-// fresh fake with opts.
+// fresh fake with opts, whose connection string gets a key distinctive
+// enough to search the logs for (the fake takes any).
 func Start(t testing.TB, opts ehfake.Options) *Hub {
 	t.Helper()
 	if cs := os.Getenv(EnvConnectionString); cs != "" {
-		return &Hub{ConnectionString: cs}
+		props, err := azeventhubs.ParseConnectionString(cs)
+		if err != nil || props.EntityPath == nil || props.SharedAccessKey == nil {
+			t.Fatalf("%s: want a hub-level connection string with EntityPath and SharedAccessKey", EnvConnectionString)
+		}
+		return &Hub{ConnectionString: cs, Key: *props.SharedAccessKey}
 	}
 	s := ehfake.Start(t, opts)
-	return &Hub{ConnectionString: s.ConnectionString(), Fake: s}
+	key := fmt.Sprintf("ehtestKEY%xZ9=", time.Now().UnixNano())
+	cs := fmt.Sprintf("Endpoint=sb://%s;SharedAccessKeyName=send;SharedAccessKey=%s;EntityPath=%s;UseDevelopmentEmulator=true", s.Addr(), key, s.Hub)
+	return &Hub{ConnectionString: cs, Key: key, Fake: s}
+}
+
+// CheckNoKey fails the test if text holds the hub's key.
+func (h *Hub) CheckNoKey(t testing.TB, what, text string) {
+	t.Helper()
+	if len(h.Key) >= 8 && strings.Contains(text, h.Key) {
+		t.Errorf("%s contains the connection string's key", what)
+	}
 }
 
 // NeedFake skips a test that must stop the hub or set its size limit, which
@@ -55,10 +74,17 @@ func (h *Hub) NeedFake(t testing.TB, why string) {
 // Reader reads every partition of a hub from the start, keeping what it read.
 type Reader struct {
 	t     testing.TB
+	ids   []string
 	parts []*azeventhubs.PartitionClient
 
 	mu     sync.Mutex
-	events []*azeventhubs.ReceivedEventData
+	events []Event
+}
+
+// Event is an event read and its partition.
+type Event struct {
+	*azeventhubs.ReceivedEventData
+	Partition string
 }
 
 // NewReader opens a partition client on each of the hub's partitions.
@@ -84,6 +110,7 @@ func NewReader(t testing.TB, h *Hub) *Reader {
 		}
 		t.Cleanup(func() { _ = pc.Close(context.Background()) })
 		r.parts = append(r.parts, pc)
+		r.ids = append(r.ids, id)
 	}
 	return r
 }
@@ -102,7 +129,9 @@ func (r *Reader) Poll(quiet time.Duration) {
 				evs, err := pc.ReceiveEvents(ctx, 5000, nil)
 				cancel()
 				r.mu.Lock()
-				r.events = append(r.events, evs...)
+				for _, ev := range evs {
+					r.events = append(r.events, Event{ev, r.ids[i]})
+				}
 				r.mu.Unlock()
 				if err != nil {
 					if !errors.Is(err, context.DeadlineExceeded) {
@@ -120,20 +149,20 @@ func (r *Reader) Poll(quiet time.Duration) {
 }
 
 // Events returns everything read so far.
-func (r *Reader) Events() []*azeventhubs.ReceivedEventData {
+func (r *Reader) Events() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]*azeventhubs.ReceivedEventData(nil), r.events...)
+	return append([]Event(nil), r.events...)
 }
 
 // ByID maps the cloudblock_id property to the event, for the ids asked
 // (all when ids is nil), polling until all are there or timeout passes.
-func (r *Reader) ByID(ids []string, timeout time.Duration) map[string]*azeventhubs.ReceivedEventData {
+func (r *Reader) ByID(ids []string, timeout time.Duration) map[string]Event {
 	r.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		r.Poll(300 * time.Millisecond)
-		out := map[string]*azeventhubs.ReceivedEventData{}
+		out := map[string]Event{}
 		for _, ev := range r.Events() {
 			if id, ok := ev.Properties[ehsink.PropID].(string); ok {
 				out[id] = ev

@@ -30,9 +30,13 @@ require (
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/ryszard/goskiplist v0.0.0-20150312221310-2dfbae5fcf46 // indirect
 	go.shabbyrobe.org/gocovmerge v0.0.0-20230507111327-fa4f82cfbf4d // indirect
-	golang.org/x/net v0.44.0 // indirect
-	golang.org/x/sync v0.17.0 // indirect
-	golang.org/x/tools v0.8.0 // indirect
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/tools v0.51.0 // indirect
 )
 
 replace github.com/cloud-block/cloud-block/common => ../../common
+
+require github.com/cloud-block/cloud-block/testenv v0.0.0
+
+replace github.com/cloud-block/cloud-block/testenv => ../../testenv

@@ -33,7 +33,7 @@ var Vars = config.Merge([]config.Var{
 	{Name: "AWS_S3_FORCE_PATH_STYLE",
 		Doc: "`true` addresses the bucket in the path (`endpoint/bucket/key`) rather than the host name (`bucket.endpoint/key`). Default: `true` when AWS_S3_ENDPOINT is set (MinIO and most emulators need it), else `false`."},
 	{Name: "AWS_S3_MAX_OBJECT_BYTES", Default: "5GiB",
-		Doc: "Largest object written, at most S3's single-PUT limit of 5GiB; lower it for a store or proxy with a smaller limit. A message whose object would be larger is dead-lettered; a larger batch object is split."},
+		Doc: "Largest object written, at most S3's single-PUT limit of 5GiB; lower it for a store or proxy with a smaller limit. A message whose object would be larger is dead-lettered (in batch mode a payload may use this less 1KiB, kept for its line's envelope); a larger batch object is split."},
 	{Name: "BATCH_MAX_MESSAGES", Default: "10000", Doc: "Most messages in one batch object."},
 	{Name: "BATCH_MAX_BYTES", Default: "4MiB", Doc: "Most payload bytes in one batch object (before the NDJSON envelope and gzip)."},
 	{Name: "BATCH_MAX_WAIT", Default: "60s",
@@ -69,7 +69,7 @@ func load(l *config.Loader, device string) Config {
 		AccessKey: l.String("AWS_S3_ACCESS_KEY"),
 		SecretKey: l.String("AWS_S3_SECRET_KEY"),
 		Token:     l.String("AWS_S3_SESSION_TOKEN"),
-		MaxObject: l.Bytes("AWS_S3_MAX_OBJECT_BYTES", 1<<10, s3MaxPut),
+		MaxObject: l.Bytes("AWS_S3_MAX_OBJECT_BYTES", 64<<10, s3MaxPut),
 		Objects:   objstore.Load(l, prefix, device),
 	}
 	if c.Bucket != "" && !validBucket(c.Bucket) {

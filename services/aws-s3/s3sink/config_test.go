@@ -49,7 +49,7 @@ func TestConfigErrors(t *testing.T) {
 		{"path style", baseEnv(map[string]string{"AWS_S3_FORCE_PATH_STYLE": "sometimes"}),
 			`AWS_S3_FORCE_PATH_STYLE="sometimes" is invalid: want true or false`},
 		{"object size", baseEnv(map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "6GiB"}),
-			`AWS_S3_MAX_OBJECT_BYTES="6GiB" is invalid: want a size such as 262144, 256KiB or 64MiB, from 1KiB to 5GiB`},
+			`AWS_S3_MAX_OBJECT_BYTES="6GiB" is invalid: want a size such as 262144, 256KiB or 64MiB, from 64KiB to 5GiB`},
 		{"gzip in message mode", baseEnv(map[string]string{"AWS_S3_OBJECT_MODE": "message", "AWS_S3_GZIP": "true"}),
 			`AWS_S3_GZIP="true" is invalid: want false when AWS_S3_OBJECT_MODE is message, which stores each payload unchanged`},
 	} {

@@ -174,7 +174,6 @@ func conformance(t *testing.T, st store) {
 					got, _ := payloads(t, objstore.Mode(env["AWS_S3_OBJECT_MODE"]), st.objects(t, bucket))
 					return got
 				},
-				MaxMessageBytes: maxPayload(t, overrides),
 			})
 		})
 	}

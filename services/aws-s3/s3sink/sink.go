@@ -76,13 +76,28 @@ func (s *Sink) Connect(ctx context.Context) error {
 	return nil
 }
 
+// envelopeReserve is the room a batch object keeps around a payload of the
+// largest size for its NDJSON line's envelope (id, topic, time, device and
+// field names), so such a payload fits with a topic of usual length.
+const envelopeReserve = 1 << 10
+
+// maxPayload is the largest payload taken: the largest object, less the
+// envelope in batch mode. A line still too long (a long topic, a payload
+// inflated by base64 or escapes) fails when its object is laid out.
+func (s *Sink) maxPayload() int64 {
+	if s.cfg.Objects.Mode == objstore.PerMessage {
+		return s.cfg.MaxObject
+	}
+	return s.cfg.MaxObject - envelopeReserve
+}
+
 // Limits: a message larger than the biggest object can never be written.
 // Batch objects are named after their first and last message, so a batch
 // sent again after a crash must hold the same messages to overwrite its
 // object; in message mode keys name single messages and batches may differ.
 func (s *Sink) Limits() sink.Limits {
 	return sink.Limits{
-		MaxMessageBytes: toInt(s.cfg.MaxObject),
+		MaxMessageBytes: toInt(s.maxPayload()),
 		MaxBatchBytes:   toInt(s.cfg.MaxObject),
 		StableBatches:   s.cfg.Objects.Mode != objstore.PerMessage,
 	}
@@ -103,8 +118,8 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []sink.Message) error {
 	var failed sink.BatchError
 	pos := make([]int, 0, len(batch))
 	for i, m := range batch {
-		if int64(len(m.Payload)) > s.cfg.MaxObject {
-			failed.Fail(i, sink.Permanent(fmt.Errorf("payload of %d bytes exceeds AWS_S3_MAX_OBJECT_BYTES (%d bytes)", len(m.Payload), s.cfg.MaxObject)))
+		if max := s.maxPayload(); int64(len(m.Payload)) > max {
+			failed.Fail(i, sink.Permanent(fmt.Errorf("payload of %d bytes exceeds the limit of %d bytes (AWS_S3_MAX_OBJECT_BYTES)", len(m.Payload), max)))
 			continue
 		}
 		pos = append(pos, i)

@@ -262,16 +262,17 @@ func TestBatchModeRetryFailsWholeBatch(t *testing.T) {
 
 func TestOversizeObjectsSplit(t *testing.T) {
 	f := newFakeS3(testBucket)
-	s := connected(t, f, map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "1KiB"})
-	ms := textMessages(40, 100)
-	big := sinktest.Messages(1, func(int) []byte { return bytes.Repeat([]byte{'b'}, 1000) })[0]
+	s := connected(t, f, map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "64KiB"})
+	ms := textMessages(40, 6000)
+	// Fits the payload limit, but as a base64 line not the object.
+	big := sinktest.Messages(1, func(int) []byte { return bytes.Repeat([]byte{0xff}, 60000) })[0]
 	ms = append(ms[:17], append([]sink.Message{big}, ms[17:]...)...)
 	err := s.WriteBatch(context.Background(), ms)
 	var be *sink.BatchError
 	if !errors.As(err, &be) || len(be.Failed) != 1 || !sink.IsPermanent(be.Failed[17]) {
 		t.Fatalf("want only the big message failed permanently, got %v", err)
 	}
-	if !strings.Contains(be.Failed[17].Error(), "exceeds AWS_S3_MAX_OBJECT_BYTES (1024 bytes)") {
+	if !strings.Contains(be.Failed[17].Error(), "exceeds AWS_S3_MAX_OBJECT_BYTES (65536 bytes)") {
 		t.Errorf("reason %v", be.Failed[17])
 	}
 	objs, keys := f.snapshot()
@@ -279,7 +280,7 @@ func TestOversizeObjectsSplit(t *testing.T) {
 		t.Errorf("only %d objects", len(keys))
 	}
 	for _, k := range keys {
-		if len(objs[k].Body) > 1024 {
+		if len(objs[k].Body) > 64<<10 {
 			t.Errorf("%s has %d bytes", k, len(objs[k].Body))
 		}
 	}
@@ -313,26 +314,9 @@ func TestConformanceFake(t *testing.T) {
 					got, _ := payloads(t, mode, storedObjects(f))
 					return got
 				},
-				MaxMessageBytes: maxPayload(t, env),
 			})
 		})
 	}
-}
-
-// maxPayload is the largest payload of the conformance suite's kind ('m'
-// repeated) that fits one object of the env's AWS_S3_MAX_OBJECT_BYTES: the
-// limit itself where the object is the payload or compresses it, less the
-// NDJSON envelope in plain batch mode.
-func maxPayload(t testing.TB, env map[string]string) int {
-	s := loadSink(t, baseEnv(env))
-	if s.cfg.Objects.Mode == objstore.PerMessage || s.cfg.Objects.Gzip {
-		return int(s.cfg.MaxObject)
-	}
-	objs, err := s.cfg.Objects.Build(sinktest.Messages(1, func(int) []byte { return []byte("m") }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(s.cfg.MaxObject) - (len(objs[0].Body) - 1)
 }
 
 // conformanceModes are the layouts the conformance suite runs with; the

@@ -1,0 +1,70 @@
+package s3sink
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/testenv/harness"
+	"github.com/cloud-block/cloud-block/testenv/procs"
+)
+
+// startVersity runs versitygw, a real S3 gateway that checks SigV4
+// signatures, on a POSIX folder. It is built by `make tools`; without it the
+// test is skipped.
+func startVersity(t *testing.T) store {
+	t.Helper()
+	bin := filepath.Join(harness.RepoRoot(), ".cache", "bin", "versitygw")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("versitygw is not built (%s missing): run `make tools` (scripts/build-tools.sh versitygw)", bin)
+	}
+	dir := t.TempDir()
+	addr := procs.Addr(procs.FreePort(t))
+	st := store{Endpoint: "http://" + addr, Region: "us-east-1", Access: "versity-test-access", Secret: "versity-test-secret-0123456789"}
+	procs.Start(t, procs.Spec{
+		Name: "versitygw", Path: bin,
+		Args:  []string{"--port", addr, "--access", st.Access, "--secret", st.Secret, "--region", st.Region, "posix", dir},
+		Ready: procs.TCPReady(addr),
+	})
+	return st
+}
+
+func TestConformanceVersitygw(t *testing.T) {
+	conformance(t, startVersity(t))
+}
+
+// versitygw checks signatures: a wrong secret is an authentication error.
+func TestWrongSecretVersitygw(t *testing.T) {
+	st := startVersity(t)
+	st.createBucket(t, "auth")
+	err := loadSink(t, st.env("auth", map[string]string{"AWS_S3_SECRET_KEY": "wrong-secret"})).Connect(context.Background())
+	if !sink.IsAuth(err) || sink.IsPermanent(err) {
+		t.Fatalf("Connect with a wrong secret: %v", err)
+	}
+	if strings.Contains(err.Error(), "wrong-secret") {
+		t.Errorf("the secret is in the error: %v", err)
+	}
+	t.Logf("wrong secret: %v", err)
+}
+
+func TestE2EVersitygw(t *testing.T) {
+	st := startVersity(t)
+	e := newE2E(t, st, map[string]string{"AWS_S3_GZIP": "true"})
+	e.block.Start()
+	pub := harness.NewPublisher(t, e.broker, "cloud-input", 200)
+	odd := oddPayloads()
+	pub.Publish(0, 1000, 0)
+	for _, p := range odd {
+		pub.PublishRaw("cloud-input", p, false)
+	}
+	pub.Publish(1000, 2000, 0)
+	tally, dupIDs := e.waitAll(t, 2000, 200, odd, time.Minute)
+	t.Logf("versitygw: %s; %d duplicate ids", tally, dupIDs)
+	if tally.Duplicates != 0 || dupIDs != 0 {
+		t.Errorf("duplicates: %s, %d duplicate ids", tally, dupIDs)
+	}
+}

@@ -1,0 +1,70 @@
+package pubsubsink
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/pstest"
+
+	"github.com/cloud-block/cloud-block/common/sink"
+)
+
+// requestCounter is a pstest reactor that records the size of every publish
+// request and lets the fake handle it.
+type requestCounter struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (r *requestCounter) React(req any) (bool, any, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sizes = append(r.sizes, len(req.(*pubsubpb.PublishRequest).GetMessages()))
+	return false, nil, nil
+}
+
+func (r *requestCounter) take() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sizes
+	r.sizes = nil
+	return s
+}
+
+// The client's own batching is matched to the pipeline's: a batch goes out
+// as one request, right away, whatever its size up to Pub/Sub's limit.
+func TestOneRequestPerBatch(t *testing.T) {
+	rc := &requestCounter{}
+	srv := pstest.NewServer(pstest.ServerReactorOption{FuncName: "Publish", Reactor: rc})
+	t.Cleanup(func() { srv.Close() })
+	if _, err := srv.GServer.CreateTopic(context.Background(), &pubsubpb.Topic{Name: "projects/p1/topics/batches"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ordering := range []string{"none", "device"} {
+		s := envSink(t, map[string]string{"GCP_PUBSUB_TOPIC": "batches", "GCP_PUBSUB_PROJECT_ID": "p1", "PUBSUB_EMULATOR_HOST": srv.Addr, "GCP_PUBSUB_ORDERING_KEY": ordering})
+		ctx := context.Background()
+		if err := s.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 10, 500, 1000} {
+			batch := make([]sink.Message, n)
+			for i := range batch {
+				batch[i] = sink.Message{ID: fmt.Sprintf("%s-%d-%d", ordering, n, i), Topic: "t", Received: time.Now(), Payload: make([]byte, 200)}
+			}
+			start := time.Now()
+			if err := s.WriteBatch(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			if got := rc.take(); len(got) != 1 || got[0] != n {
+				t.Errorf("ordering %s: a batch of %d went out as requests of %v", ordering, n, got)
+			}
+			t.Logf("ordering %s: batch of %d published in %s", ordering, n, took.Round(time.Microsecond))
+		}
+		s.Close(ctx)
+	}
+}

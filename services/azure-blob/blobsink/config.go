@@ -49,7 +49,7 @@ func Vars() []config.Var {
 			Doc: "Storage account access key (base64, as the portal shows it). One of the four ways to authenticate."},
 		{Name: varContainer, Required: true, Doc: "Container the blobs are written to."},
 		{Name: varConnString, Secret: true,
-			Doc: "Connection string instead of account and key: `AccountName=...;AccountKey=...`, or `BlobEndpoint=...;SharedAccessSignature=...` for a SAS (permission `c`, create, is enough; `r` lets the start-up check see the container), or Azurite's."},
+			Doc: "Connection string instead of account and key: `AccountName=...;AccountKey=...`, or `BlobEndpoint=...;SharedAccessSignature=...` for a SAS (permissions `cw` at least; `r` lets the start-up check see the container), or Azurite's."},
 		{Name: varEndpoint,
 			Doc: "Blob service URL, for Azurite (`http://127.0.0.1:10000/devstoreaccount1`), sovereign clouds or private endpoints. Default `https://<account>.blob.core.windows.net/`. Not with a connection string, which names its own."},
 		{Name: varTenant, Doc: "Microsoft Entra tenant of a service principal; with " + varClient + " and " + varSecret + "."},

@@ -18,7 +18,7 @@ import (
 
 // fakeBlob is a stored blob.
 type fakeBlob struct {
-	body                          []byte
+	body                         []byte
 	contentType, contentEncoding string
 }
 

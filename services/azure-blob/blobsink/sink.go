@@ -74,8 +74,7 @@ func (s *Sink) Limits() sink.Limits { return sink.Limits{StableBatches: true} }
 // blob. A resent batch finds its blobs already stored (the names are
 // deterministic and the content the same): nothing is rewritten, no second
 // BlobCreated event reaches Event Grid subscribers, no version is added
-// where versioning is on, immutable containers accept resends, and a SAS
-// needs only the create permission.
+// where versioning is on, and immutable containers accept resends.
 var createOnly = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: new(azcore.ETagAny)}}
 
 // WriteBatch lays the batch out as objects and uploads them, at most
@@ -203,7 +202,7 @@ func (s *Sink) classify(err error, what string) error {
 	err = &responseError{what: what, re: re}
 	switch code := bloberror.Code(re.ErrorCode); {
 	case code == bloberror.ContainerNotFound:
-		return fmt.Errorf("%w: container %q does not exist at %s; create it, or set %s=true", err, s.cfg.Container, s.cl.where, varCreate)
+		return fmt.Errorf("%w (container %q at %s: create it, or set %s=true)", err, s.cfg.Container, s.cl.where, varCreate)
 	case code == bloberror.RequestBodyTooLarge || re.StatusCode == http.StatusRequestEntityTooLarge:
 		return sink.Permanent(err)
 	case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden,

@@ -264,7 +264,7 @@ func TestClassify(t *testing.T) {
 			true, false, "authentication: op: 403 AuthorizationPermissionMismatch: This request is not authorized to perform this operation using this permission."},
 		{"firewall", azErr(403, "AuthorizationFailure", "This request is not authorized to perform this operation."), true, false, ""},
 		{"no container", azErr(404, "ContainerNotFound", "The specified container does not exist."),
-			false, false, `op: 404 ContainerNotFound: The specified container does not exist.: container "ctr" does not exist at https://fake.blob.example/; create it, or set AZURE_BLOB_CREATE_CONTAINER=true`},
+			false, false, `op: 404 ContainerNotFound: The specified container does not exist. (container "ctr" at https://fake.blob.example/: create it, or set AZURE_BLOB_CREATE_CONTAINER=true)`},
 		{"too large", azErr(413, "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit."), false, true, ""},
 		{"busy", azErr(503, "ServerBusy", "The server is currently unable to receive requests. Please retry your request."), false, false, ""},
 		{"internal", azErr(500, "InternalError", "Server encountered an internal error. Please try again after some time."), false, false, ""},

@@ -1,0 +1,76 @@
+# cloud-block: the one entry point. `make help` lists the targets.
+SHELL := /bin/bash
+SERVICES := aws-sqs aws-s3 azure-eh azure-blob gcp-pubsub gcp-storage
+ARCHS := amd64 arm64 arm
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REGISTRY ?= ghcr.io/cloud-block
+GO ?= go
+# -race everywhere in tests; a generous timeout because cold SDK builds are slow on 2 cores.
+GOTEST ?= $(GO) test -race -count=1 -timeout 30m
+LDFLAGS := -s -w -X github.com/cloud-block/cloud-block/common/run.Version=$(VERSION)
+
+.PHONY: help setup test test-common lint bench build docs demo clean $(addprefix test-,$(SERVICES)) $(addprefix build-,$(SERVICES))
+
+help:
+	@echo "make demo            run the block on a local emulator (SERVICE=$(SERVICES))"
+	@echo "make test            every test (installs what it needs)"
+	@echo "make test-common     the common pipeline, the test servers and the end-to-end pipeline tests"
+	@echo "make test-<service>  one destination against its emulator: $(SERVICES)"
+	@echo "make bench           throughput, CPU and memory ratios measured within one run"
+	@echo "make build           static binaries for linux amd64, arm64 and arm/v7 into bin/"
+	@echo "make docs            regenerate the env tables in each service README"
+	@echo "make lint            gofmt and go vet"
+
+# --- set-up (idempotent) -------------------------------------------------------
+.cache/setup-mosquitto:
+	@scripts/setup.sh mosquitto && mkdir -p .cache && touch $@
+.cache/setup-node: testenv/node/package-lock.json
+	@scripts/setup.sh node && mkdir -p .cache && touch $@
+setup: .cache/setup-mosquitto .cache/setup-node tools
+tools:
+	@scripts/setup.sh tools fake-gcs-server versitygw gofakes3
+
+# What each destination's tests need besides Mosquitto.
+setup-aws-sqs setup-gcp-pubsub:
+setup-aws-s3:
+	@scripts/setup.sh tools versitygw
+setup-azure-eh setup-azure-blob: .cache/setup-node
+setup-gcp-storage:
+	@scripts/setup.sh tools fake-gcs-server
+.PHONY: tools setup-aws-sqs setup-aws-s3 setup-azure-eh setup-azure-blob setup-gcp-pubsub setup-gcp-storage
+
+# --- tests ----------------------------------------------------------------------
+# `make test` runs everything: lint, the common suite, then every destination.
+# go test runs packages in parallel (one per core), so one invocation is the
+# fastest way through the lot.
+test: lint setup $(addprefix setup-,$(SERVICES))
+	$(GOTEST) ./common/... ./testenv/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
+
+test-common: setup
+	$(GOTEST) ./common/... ./testenv/...
+
+$(addprefix test-,$(SERVICES)): test-%: .cache/setup-mosquitto setup-%
+	$(GOTEST) ./services/$*/...
+
+lint:
+	@out=$$(gofmt -l common testenv services); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./common/... ./testenv/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
+
+bench: .cache/setup-mosquitto
+	CLOUDBLOCK_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'Bench' -v ./testenv/bench/ | grep -v '^=== \|^--- \|^PASS\|^ok'
+
+docs:
+	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestEnvTable|TestCommonEnvTable" ./common/run $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
+
+# --- build ----------------------------------------------------------------------
+# Static, stripped, reproducible binaries for the balena device families.
+build: $(addprefix build-,$(SERVICES))
+$(addprefix build-,$(SERVICES)): build-%:
+	@for arch in $(ARCHS); do \
+		out=bin/linux-$$arch$$( [ $$arch = arm ] && echo v7 )/cloud-block-$*; \
+		( cd services/$* && CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=7 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o ../../$$out . ) || exit 1; \
+		awk -v f=$$out -v s=$$(stat -c %s $$out) 'BEGIN { printf "%-48s %6.1f MiB\n", f, s/1048576 }'; \
+	done
+
+clean:
+	rm -rf bin .cache/setup-*

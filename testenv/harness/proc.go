@@ -1,0 +1,57 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ProcStat is a process's CPU time and memory, from /proc.
+type ProcStat struct {
+	CPU    time.Duration // user + system
+	RSS    int64         // bytes, now
+	MaxRSS int64         // bytes, peak (VmHWM)
+}
+
+// ReadProcStat reads pid's CPU time and RSS.
+func ReadProcStat(pid int) (ProcStat, error) {
+	var st ProcStat
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const clk = 100 // USER_HZ on Linux
+	st.CPU = time.Duration(utime+stime) * time.Second / clk
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fs[1], 10, 64)
+		switch fs[0] {
+		case "VmRSS:":
+			st.RSS = kb << 10
+		case "VmHWM:":
+			st.MaxRSS = kb << 10
+		}
+	}
+	return st, nil
+}
+
+// PID is the running block's process id (0 when stopped).
+func (b *Block) PID() int {
+	if b.proc == nil {
+		return 0
+	}
+	return b.proc.Cmd.Process.Pid
+}

@@ -33,11 +33,10 @@ func newE2E(t *testing.T, st store, overrides map[string]string) *e2eEnv {
 		t.Skip("end-to-end test")
 	}
 	bin := harness.Build(t, "services/aws-s3")
-	e := &e2eEnv{st: st, bucket: "e2e", mode: objstore.Mode(overrides["AWS_S3_OBJECT_MODE"])}
+	e := &e2eEnv{st: st, bucket: st.createBucket(t, "e2e"), mode: objstore.Mode(overrides["AWS_S3_OBJECT_MODE"])}
 	if e.mode == "" {
 		e.mode = objstore.Batch
 	}
-	st.createBucket(t, e.bucket)
 	e.broker = harness.StartMosquitto(t, harness.MosquittoOptions{})
 	env := st.env(e.bucket, map[string]string{"BATCH_MAX_WAIT": "200ms"})
 	for k, v := range overrides {

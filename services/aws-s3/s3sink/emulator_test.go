@@ -3,6 +3,9 @@ package s3sink
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -86,6 +89,10 @@ func (f *fakeServer) Start() {
 // store is an S3 endpoint the tests read back from.
 type store struct {
 	Endpoint, Region, Access, Secret string
+	// BucketPrefix starts the name of every bucket a test creates, and
+	// Shared says the store outlives the test, which then removes them.
+	BucketPrefix string
+	Shared       bool
 }
 
 func (s store) client() *s3.Client {
@@ -107,12 +114,41 @@ func (s store) env(bucket string, overrides map[string]string) map[string]string
 	return env
 }
 
-func (s store) createBucket(t testing.TB, bucket string) {
+// createBucket creates the bucket BucketPrefix+name and returns its name.
+func (s store) createBucket(t testing.TB, name string) string {
 	t.Helper()
+	bucket := s.BucketPrefix + name
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := s.client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("create bucket %s: %v", bucket, err)
+	}
+	if s.Shared {
+		t.Cleanup(func() { s.removeBucket(t, bucket) })
+	}
+	return bucket
+}
+
+func (s store) removeBucket(t testing.TB, bucket string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := s.client()
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Logf("cleaning up bucket %s: %v", bucket, err)
+			return
+		}
+		for _, o := range page.Contents {
+			if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: o.Key}); err != nil {
+				t.Logf("cleaning up bucket %s: %v", bucket, err)
+				return
+			}
+		}
+	}
+	if _, err := c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Logf("cleaning up bucket %s: %v", bucket, err)
 	}
 }
 
@@ -160,8 +196,7 @@ func closedPort(t testing.TB) string {
 func conformance(t *testing.T, st store) {
 	for name, overrides := range conformanceModes {
 		t.Run(name, func(t *testing.T) {
-			bucket := "conformance-" + name
-			st.createBucket(t, bucket)
+			bucket := st.createBucket(t, "conformance-"+name)
 			env := st.env(bucket, overrides)
 			sinktest.Run(t, sinktest.Harness{
 				New: func(t *testing.T) sink.Sink { return loadSink(t, env) },
@@ -179,6 +214,24 @@ func conformance(t *testing.T, st store) {
 	}
 }
 
+// TestConformanceExternal runs the suite against a store outside the test
+// (MinIO, LocalStack, AWS) when S3_TEST_ENDPOINT names one.
+func TestConformanceExternal(t *testing.T) {
+	endpoint := os.Getenv("S3_TEST_ENDPOINT")
+	if endpoint == "" {
+		t.Skip("S3_TEST_ENDPOINT is not set (e.g. http://localhost:9000 for MinIO)")
+	}
+	region := os.Getenv("S3_TEST_REGION")
+	if region == "" {
+		region = "us-east-1"
+	}
+	conformance(t, store{
+		Endpoint: endpoint, Region: region,
+		Access: os.Getenv("S3_TEST_ACCESS_KEY"), Secret: os.Getenv("S3_TEST_SECRET_KEY"),
+		BucketPrefix: fmt.Sprintf("cb-test-%08x-", rand.Uint32()), Shared: true,
+	})
+}
+
 func TestConformanceGofakes3(t *testing.T) {
 	f := startFakeServer(t)
 	conformance(t, store{Endpoint: f.Endpoint, Region: "us-east-1", Access: f.Access, Secret: f.Secret})
@@ -193,12 +246,12 @@ func TestMissingBucketGofakes3(t *testing.T) {
 		t.Fatalf("Connect to a missing bucket: %v", err)
 	}
 	for _, mode := range []string{"batch", "message"} {
-		st.createBucket(t, "deleted-"+mode)
-		s := loadSink(t, st.env("deleted-"+mode, map[string]string{"AWS_S3_OBJECT_MODE": mode}))
+		bucket := st.createBucket(t, "deleted-"+mode)
+		s := loadSink(t, st.env(bucket, map[string]string{"AWS_S3_OBJECT_MODE": mode}))
 		if err := s.Connect(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.client().DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: aws.String("deleted-" + mode)}); err != nil {
+		if _, err := st.client().DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: aws.String(bucket)}); err != nil {
 			t.Fatal(err)
 		}
 		err := s.WriteBatch(context.Background(), textMessages(3, 10))
@@ -215,7 +268,7 @@ func TestMissingBucketGofakes3(t *testing.T) {
 func TestDefaultCredentialChain(t *testing.T) {
 	f := startFakeServer(t)
 	st := store{Endpoint: f.Endpoint, Region: "us-east-1", Access: f.Access, Secret: f.Secret}
-	st.createBucket(t, "chain")
+	bucket := st.createBucket(t, "chain")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
@@ -225,7 +278,7 @@ func TestDefaultCredentialChain(t *testing.T) {
 	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "")
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
-	env := st.env("chain", map[string]string{"AWS_S3_ACCESS_KEY": "", "AWS_S3_SECRET_KEY": ""})
+	env := st.env(bucket, map[string]string{"AWS_S3_ACCESS_KEY": "", "AWS_S3_SECRET_KEY": ""})
 
 	err := loadSink(t, env).Connect(context.Background())
 	if !sink.IsAuth(err) || !strings.Contains(err.Error(), "no credentials from the default chain") {
@@ -242,7 +295,7 @@ func TestDefaultCredentialChain(t *testing.T) {
 	if err := s.WriteBatch(context.Background(), ms); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := payloads(t, objstore.Batch, st.objects(t, "chain"))
+	got, _ := payloads(t, objstore.Batch, st.objects(t, bucket))
 	if len(got) != 3 {
 		t.Errorf("read back %d messages", len(got))
 	}

@@ -40,8 +40,8 @@ func TestConformanceVersitygw(t *testing.T) {
 // versitygw checks signatures: a wrong secret is an authentication error.
 func TestWrongSecretVersitygw(t *testing.T) {
 	st := startVersity(t)
-	st.createBucket(t, "auth")
-	err := loadSink(t, st.env("auth", map[string]string{"AWS_S3_SECRET_KEY": "wrong-secret"})).Connect(context.Background())
+	bucket := st.createBucket(t, "auth")
+	err := loadSink(t, st.env(bucket, map[string]string{"AWS_S3_SECRET_KEY": "wrong-secret"})).Connect(context.Background())
 	if !sink.IsAuth(err) || sink.IsPermanent(err) {
 		t.Fatalf("Connect with a wrong secret: %v", err)
 	}

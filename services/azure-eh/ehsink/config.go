@@ -93,7 +93,9 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 			}
 		}
 		if l.Err() == nil {
-			s.fromCredential(l, ns, hub, tenant, client, secret)
+			if err := s.fromCredential(l, ns, hub, tenant, client, secret); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -161,18 +163,18 @@ func (s *Sink) fromConnectionString(l *config.Loader, conn, hub string) {
 }
 
 // fromCredential sets up a producer authenticated by Microsoft Entra.
-func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret string) {
+func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret string) error {
 	if secret != "" {
 		s.secrets = append(s.secrets, secret)
 	}
 	cred, err := newCredential(tenant, client, secret)
-	if err != nil {
-		name := "AZURE_EH_NAMESPACE"
-		if secret != "" {
-			name = "AZURE_EH_TENANT_ID"
-		}
-		l.Fail(name, l.Optional(name), "settings Microsoft Entra accepts ("+redact(err.Error(), s.secrets)+")")
-		return
+	switch {
+	case err != nil && secret != "":
+		// The only argument azidentity checks up front.
+		l.Fail("AZURE_EH_TENANT_ID", tenant, "a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com): "+redact(err.Error(), s.secrets))
+		return nil
+	case err != nil:
+		return fmt.Errorf("AZURE_EH_NAMESPACE is set, but DefaultAzureCredential cannot be built from this environment: %s", redact(err.Error(), s.secrets))
 	}
 	s.where = ns + "/" + hub
 	s.newProducer = func() (producer, error) {
@@ -182,4 +184,5 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret 
 		}
 		return sdkProducer{c}, nil
 	}
+	return nil
 }

@@ -63,6 +63,8 @@ func TestConfigErrors(t *testing.T) {
 			"AZURE_EH_NAME is not set: required with AZURE_EH_NAMESPACE (Microsoft Entra auth)"},
 		{"half a service principal", map[string]string{"AZURE_EH_NAMESPACE": "myns.servicebus.windows.net", "AZURE_EH_NAME": "telemetry", "AZURE_EH_TENANT_ID": tenantID, "AZURE_EH_CLIENT_ID": "app"},
 			"AZURE_EH_CLIENT_SECRET is not set: AZURE_EH_TENANT_ID, AZURE_EH_CLIENT_ID and AZURE_EH_CLIENT_SECRET go together (client secret auth); unset all three for DefaultAzureCredential"},
+		{"bad tenant", map[string]string{"AZURE_EH_NAMESPACE": "myns.servicebus.windows.net", "AZURE_EH_NAME": "telemetry", "AZURE_EH_TENANT_ID": "my tenant", "AZURE_EH_CLIENT_ID": "app", "AZURE_EH_CLIENT_SECRET": "s3cret"},
+			`AZURE_EH_TENANT_ID="my tenant" is invalid: want a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com): invalid tenantID. You can locate your tenantID by following the instructions listed here: https://learn.microsoft.com/partner-center/find-ids-and-domain-names`},
 		{"bad partition key", map[string]string{"AZURE_EH_CONNECTIONSTRING": hubConn, "AZURE_EH_PARTITION_KEY": "sensor"},
 			`AZURE_EH_PARTITION_KEY="sensor" is invalid: want one of none, device, topic`},
 		{"key and partition id", map[string]string{"AZURE_EH_CONNECTIONSTRING": hubConn, "AZURE_EH_PARTITION_KEY": "topic", "AZURE_EH_PARTITION_ID": "1"},

@@ -18,10 +18,11 @@ import (
 // from the SDK's default configuration for its credential chain. Every other
 // setting comes from our variables either way.
 func (s *Sink) newClient(ctx context.Context) (API, func(), error) {
-	// Our own transport, so Close can drop its connections and the PUTs of
-	// a batch reuse theirs.
+	// Our own transport, so Close can drop its connections. It keeps enough
+	// idle ones for message mode, where BATCH_CONCURRENCY batches (up to
+	// 64) of putConcurrency PUTs each may be in flight, to reuse them.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = putConcurrency
+	tr.MaxIdleConnsPerHost = 64
 	// S3 answers as soon as it has the body; a silent server must not hold
 	// a batch forever (the request itself may take long on a slow uplink).
 	tr.ResponseHeaderTimeout = time.Minute

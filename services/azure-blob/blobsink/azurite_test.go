@@ -91,6 +91,7 @@ func listBlobs(t testing.TB, c *azblob.Client, ctr string) []storedBlob {
 }
 
 func TestConformanceAzurite(t *testing.T) {
+	t.Parallel()
 	a := startAzurite(t)
 	client := a.Client(t)
 	for _, tc := range []struct{ name, mode, gzip string }{
@@ -125,6 +126,7 @@ func TestConformanceAzurite(t *testing.T) {
 // What a user meets first: a container that does not exist, a wrong key,
 // and what AZURE_BLOB_CREATE_CONTAINER does.
 func TestAzuriteConnect(t *testing.T) {
+	t.Parallel()
 	a := startAzurite(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -169,6 +171,7 @@ func TestAzuriteConnect(t *testing.T) {
 // conditional PUT of a resend with 403 AuthorizationPermissionMismatch
 // rather than 409 BlobAlreadyExists, so write is needed too.)
 func TestAzuriteWriteOnlySAS(t *testing.T) {
+	t.Parallel()
 	a := startAzurite(t)
 	a.CreateContainer(t, "sas")
 	cred, err := azblob.NewSharedKeyCredential(a.AccountName, a.AccountKey)
@@ -231,6 +234,7 @@ func TestAzuriteWriteOnlySAS(t *testing.T) {
 // Topics with characters that need escaping become blob names that
 // Azurite stores and lists as they were written.
 func TestAzuriteTopicNames(t *testing.T) {
+	t.Parallel()
 	a := startAzurite(t)
 	a.CreateContainer(t, "topics")
 	s := realSink(t, with(azuriteEnv(a, "topics"), "AZURE_BLOB_KEY_TEMPLATE", "{topic}/{first}-{last}"), nil)

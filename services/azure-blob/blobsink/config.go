@@ -182,6 +182,9 @@ func load(l *config.Loader, device string) Config {
 		case endpoint != nil && endpoint.RawQuery != "":
 			// A SAS in a plain variable would be printed in errors and logs.
 			l.Fail(varEndpoint, endpoint.String(), "a URL without a query: give a SAS as "+varConnString+"=BlobEndpoint=...;SharedAccessSignature=...")
+		case endpoint != nil && endpoint.Scheme != "https" && c.Auth != authSharedKey:
+			// The SDK refuses to send a token in clear, on every call.
+			l.Fail(varEndpoint, endpoint.String(), "an https URL with Microsoft Entra auth, which never sends its token over plain http")
 		case endpoint != nil:
 			c.Endpoint = endpoint.String()
 		case c.Account != "":

@@ -34,6 +34,8 @@ func TestConfigErrors(t *testing.T) {
 			"AZURE_BLOB_STORAGE_ACCOUNT is not set: required with Microsoft Entra auth unless AZURE_BLOB_ENDPOINT is set"},
 		{"endpoint with a SAS", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "yes", "AZURE_BLOB_ENDPOINT": "https://acct1.blob.core.windows.net/?sp=c&sig=abc"},
 			`AZURE_BLOB_ENDPOINT="https://acct1.blob.core.windows.net/?sp=c&sig=abc" is invalid: want a URL without a query: give a SAS as AZURE_BLOB_CONNECTIONSTRING=BlobEndpoint=...;SharedAccessSignature=...`},
+		{"entra over http", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "true", "AZURE_BLOB_ENDPOINT": "http://127.0.0.1:10000/devstoreaccount1"},
+			`AZURE_BLOB_ENDPOINT="http://127.0.0.1:10000/devstoreaccount1" is invalid: want an https URL with Microsoft Entra auth, which never sends its token over plain http`},
 		{"endpoint with a connection string", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_CONNECTIONSTRING": "AccountName=acct1;AccountKey=" + devKey, "AZURE_BLOB_ENDPOINT": "http://127.0.0.1:10000/devstoreaccount1"},
 			`AZURE_BLOB_ENDPOINT="http://127.0.0.1:10000/devstoreaccount1" is invalid: want unset when AZURE_BLOB_CONNECTIONSTRING is set: the connection string names the account and endpoint (AccountName=, BlobEndpoint=)`},
 		{"malformed connection string", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_CONNECTIONSTRING": "AccountKey=" + devKey},

@@ -1,9 +1,13 @@
 package blobsink
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
@@ -17,12 +21,45 @@ func entraCredential(c Config, o azcore.ClientOptions) (azcore.TokenCredential, 
 	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: o})
 }
 
-// isCredentialError reports whether err is Entra refusing to issue a token
-// (a wrong secret, an unknown tenant or client). "No identity available"
-// from DefaultAzureCredential is an unexported type: it stays a plain,
-// retried error whose message lists what was tried.
-func isCredentialError(err error) bool {
+// credentialMessage describes in one line Entra refusing to issue a token
+// (a wrong secret, an unknown tenant or client), reporting whether err is
+// that. "No identity available" from DefaultAzureCredential is an
+// unexported type: it stays a plain, retried error listing what was tried.
+func credentialMessage(err error) (string, bool) {
 	var af *azidentity.AuthenticationFailedError
-	var ar *azidentity.AuthenticationRequiredError
-	return errors.As(err, &af) || errors.As(err, &ar)
+	if !errors.As(err, &af) {
+		var ar *azidentity.AuthenticationRequiredError
+		if errors.As(err, &ar) {
+			return oneLine(ar.Error()), true
+		}
+		return "", false
+	}
+	r := af.RawResponse
+	if r == nil {
+		return oneLine(af.Error()), true
+	}
+	msg := fmt.Sprintf("Microsoft Entra issued no token: %d", r.StatusCode)
+	if body, err := runtime.Payload(r); err == nil {
+		var x struct {
+			Error string `json:"error"`
+			Desc  string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &x) == nil && x.Error != "" {
+			// The description's first line; trace and correlation ids follow.
+			desc, _, _ := strings.Cut(strings.ReplaceAll(x.Desc, "\r\n", "\n"), "\n")
+			msg += " " + x.Error + ": " + desc
+		}
+	}
+	return msg, true
+}
+
+// oneLine joins a multi-line message with "; ".
+func oneLine(s string) string {
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && strings.Trim(l, "-") != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }

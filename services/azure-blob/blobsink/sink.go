@@ -193,11 +193,10 @@ func (s *Sink) classify(err error, what string) error {
 	redactQuery(err)
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
-		err = fmt.Errorf("%s: %w", what, err)
-		if isCredentialError(err) {
-			return &sink.AuthError{Err: err}
+		if msg, ok := credentialMessage(err); ok {
+			return &sink.AuthError{Err: &describedError{msg: what + ": " + msg, err: err}}
 		}
-		return err
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	err = &responseError{what: what, re: re}
 	switch code := bloberror.Code(re.ErrorCode); {
@@ -253,3 +252,12 @@ func (e *responseError) Error() string {
 }
 
 func (e *responseError) Unwrap() error { return e.re }
+
+// describedError replaces the text of an SDK error that spans many lines.
+type describedError struct {
+	msg string
+	err error
+}
+
+func (e *describedError) Error() string { return e.msg }
+func (e *describedError) Unwrap() error { return e.err }

@@ -39,6 +39,25 @@ setup-gcp-storage:
 	@scripts/setup.sh tools fake-gcs-server
 .PHONY: tools setup-aws-sqs setup-aws-s3 setup-azure-eh setup-azure-blob setup-gcp-pubsub setup-gcp-storage
 
+# --- demo -----------------------------------------------------------------------
+# `make demo [SERVICE=<name>]`: Mosquitto, the destination's local emulator, the
+# block and the example sensor (testenv/cmd/demo), printing what arrives until
+# Ctrl-C. It builds what it runs from this checkout.
+SERVICE ?= aws-s3
+# What each destination's demo needs besides Mosquitto. The S3 and SQS emulators
+# run inside the demo (versitygw, which the S3 tests also use, is not needed);
+# pstest-server is built by the demo itself.
+demo-setup-aws-s3 demo-setup-aws-sqs demo-setup-gcp-pubsub:
+demo-setup-azure-eh demo-setup-azure-blob: .cache/setup-node
+demo-setup-gcp-storage:
+	@scripts/setup.sh tools fake-gcs-server
+demo: .cache/setup-mosquitto
+	@case " $(SERVICES) " in *" $(SERVICE) "*) ;; *) echo "make demo: SERVICE=$(SERVICE) is not one of: $(SERVICES)" >&2; exit 2;; esac
+	@$(MAKE) --no-print-directory demo-setup-$(SERVICE)
+	@$(GO) build -o .cache/bin/demo ./testenv/cmd/demo
+	@.cache/bin/demo -service $(SERVICE)
+.PHONY: $(addprefix demo-setup-,$(SERVICES))
+
 # --- tests ----------------------------------------------------------------------
 # `make test` runs everything: lint, the common suite, then every destination.
 # go test runs packages in parallel (one per core), so one invocation is the

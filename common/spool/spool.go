@@ -315,9 +315,17 @@ func (s *Spool) writeLoop() {
 	var group []pending
 	var buf []byte
 	var timer *time.Timer
+	// When appends pause and everything written was delivered, start a new
+	// segment so the delivered one can be deleted: an idle spool then takes
+	// no disk at all, instead of keeping its last segment until the next roll.
+	idle := time.NewTimer(time.Second)
+	defer idle.Stop()
 	for {
 		group = group[:0]
 		select {
+		case <-idle.C:
+			s.rollIfDelivered()
+			continue
 		case p := <-s.in:
 			group = append(group, p)
 		case <-s.stopping:
@@ -374,7 +382,24 @@ func (s *Spool) writeLoop() {
 			<-timer.C
 		}
 		s.commit(group, &buf)
+		idle.Reset(time.Second)
 	}
+}
+
+// rollIfDelivered rolls a fully delivered active segment; the ack loop then
+// deletes it. Writer goroutine only.
+func (s *Spool) rollIfDelivered() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	act := s.segs[len(s.segs)-1]
+	if act.size == 0 || act.last == 0 || act.last > s.acked {
+		return
+	}
+	if err := s.roll(); err != nil {
+		s.log.Warn("spool: starting a new segment failed", "err", err)
+		return
+	}
+	s.signalAck()
 }
 
 // commit writes group as one write and one fsync, then calls each onDurable.

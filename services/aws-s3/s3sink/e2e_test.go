@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 	"github.com/cloud-block/cloud-block/testenv/procs"
@@ -202,12 +206,30 @@ func TestE2EMessageMode(t *testing.T) {
 	}
 }
 
-// kill -9 mid-stream: nothing lost, and no message id in two objects (a
-// batch resent after the crash overwrites its own object).
+// kill -9 mid-stream: nothing lost, and no message id in two objects. Each
+// kill lands after the store has kept a batch's object and before the block
+// heard so: the batch is sent again after the restart and must overwrite
+// its object (bucket versioning counts the overwrites).
 func TestE2EKill9(t *testing.T) {
 	const n, size, kills = 20000, 200, 5
-	_, st := gofakes3Store(t)
+	f, st := gofakes3Store(t)
 	e := newE2E(t, st, map[string]string{"BATCH_MAX_MESSAGES": "500", "AWS_S3_GZIP": "true"})
+	_, err := st.client().PutBucketVersioning(context.Background(), &s3.PutBucketVersioningInput{
+		Bucket:                  aws.String(e.bucket),
+		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := make(chan struct{})
+	hook := func() {
+		select {
+		case stored <- struct{}{}:
+			time.Sleep(time.Second) // the kill comes now
+		default:
+		}
+	}
+	f.afterPut.Store(&hook)
 	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	done := make(chan struct{})
@@ -217,17 +239,31 @@ func TestE2EKill9(t *testing.T) {
 	}()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	for k := 0; k < kills; k++ {
-		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
+		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+		select {
+		case <-stored:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no object written for 30 s")
+		}
 		e.block.Kill()
 		e.block.Start()
 	}
+	f.afterPut.Store(nil)
 	<-done
 	tally, dupIDs := e.waitAll(t, n, size, nil, 2*time.Minute)
 	objs := e.st.objects(t, e.bucket)
-	t.Logf("kill -9 x%d: %s in %d objects; %d ids in more than one object; publisher republished %d",
-		kills, tally, len(objs), dupIDs, pub.Republish.Load())
+	versions, err := e.st.client().ListObjectVersions(context.Background(), &s3.ListObjectVersionsInput{Bucket: aws.String(e.bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	overwrites := len(versions.Versions) - len(objs)
+	t.Logf("kill -9 x%d: %s in %d objects (%d PUTs: %d overwrites by resent batches); %d ids in more than one object; publisher republished %d",
+		kills, tally, len(objs), len(versions.Versions), overwrites, dupIDs, pub.Republish.Load())
 	if dupIDs != 0 {
 		t.Errorf("%d message ids written to more than one object", dupIDs)
+	}
+	if overwrites < kills {
+		t.Errorf("%d overwrites after %d kills between a PUT and its answer: resent batches wrote new objects", overwrites, kills)
 	}
 }
 

@@ -7,10 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,8 +37,28 @@ type fakeServer struct {
 	Access   string
 	Secret   string
 
+	// afterPut, when set, runs after gofakes3 stored an object and before
+	// the answer goes back (to kill the block in between).
+	afterPut atomic.Pointer[func()]
+
 	mu  sync.Mutex
 	srv *httptest.Server
+}
+
+func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hook := f.afterPut.Load()
+	if hook == nil || r.Method != http.MethodPut {
+		f.handler.Server().ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	f.handler.Server().ServeHTTP(rec, r)
+	(*hook)()
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
 }
 
 func startFakeServer(t testing.TB) *fakeServer {
@@ -54,7 +76,7 @@ func startFakeServer(t testing.TB) *fakeServer {
 }
 
 func (f *fakeServer) serve(l net.Listener) {
-	srv := httptest.NewUnstartedServer(f.handler.Server())
+	srv := httptest.NewUnstartedServer(f)
 	srv.Listener.Close()
 	srv.Listener = l
 	srv.Start()

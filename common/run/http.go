@@ -57,7 +57,6 @@ func (s *settings) registerMetrics(reg *metrics.Registry, sp *spool.Spool, dead 
 	reg.GaugeFunc("cloudblock_destination_connected", "1 once the destination's clients are connected.", func() float64 { return boolf(pipe.Status().Connected) })
 	reg.GaugeFunc("cloudblock_deadletter_bytes", "Bytes in the dead-letter store.", func() float64 { _, b, _ := dead.Stats(); return float64(b) })
 	reg.CounterFunc("cloudblock_deadletter_evicted_total", "Dead-lettered messages removed to keep the store within DEADLETTER_MAX_BYTES.", func() float64 { _, _, l := dead.Stats(); return float64(l) })
-	reg.GaugeFunc("cloudblock_build_info", "Always 1; the version is a label in the HELP text: "+Version+".", func() float64 { return 1 })
 }
 
 // readiness lists why the block is not ready (empty = ready).

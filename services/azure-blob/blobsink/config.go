@@ -149,9 +149,14 @@ func load(l *config.Loader, device string) Config {
 	case len(methods) == 0:
 		l.Require(varKey, ways)
 	case len(methods) > 1:
-		// Name the variable of the second method: the first is kept.
-		name := strings.SplitN(methods[1], "/", 2)[0]
-		name = strings.TrimSuffix(name, "=true")
+		// Name a variable of the second method that is set.
+		name := strings.TrimSuffix(methods[1], "=true")
+		for _, n := range strings.Split(name, "/") {
+			if l.IsSet(n) {
+				name = n
+				break
+			}
+		}
 		l.Fail(name, l.Optional(name), "unset, since "+methods[0]+" is set too: "+ways)
 		return c
 	}
@@ -180,8 +185,9 @@ func load(l *config.Loader, device string) Config {
 	if c.Auth == authSharedKey || c.Auth == authEntraSecret || c.Auth == authEntraDefault {
 		switch {
 		case endpoint != nil && endpoint.RawQuery != "":
-			// A SAS in a plain variable would be printed in errors and logs.
-			l.Fail(varEndpoint, endpoint.String(), "a URL without a query: give a SAS as "+varConnString+"=BlobEndpoint=...;SharedAccessSignature=...")
+			// A SAS in a plain variable would be printed in errors and logs,
+			// starting with this one.
+			l.Fail(varEndpoint, redactURL(endpoint.String())+"?(query not shown)", "a URL without a query: give a SAS as "+varConnString+"=BlobEndpoint=...;SharedAccessSignature=...")
 		case endpoint != nil && endpoint.Scheme != "https" && c.Auth != authSharedKey:
 			// The SDK refuses to send a token in clear, on every call.
 			l.Fail(varEndpoint, endpoint.String(), "an https URL with Microsoft Entra auth, which never sends its token over plain http")

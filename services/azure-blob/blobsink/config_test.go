@@ -33,7 +33,9 @@ func TestConfigErrors(t *testing.T) {
 		{"entra without account", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "true"},
 			"AZURE_BLOB_STORAGE_ACCOUNT is not set: required with Microsoft Entra auth unless AZURE_BLOB_ENDPOINT is set"},
 		{"endpoint with a SAS", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "yes", "AZURE_BLOB_ENDPOINT": "https://acct1.blob.core.windows.net/?sp=c&sig=abc"},
-			`AZURE_BLOB_ENDPOINT="https://acct1.blob.core.windows.net/?sp=c&sig=abc" is invalid: want a URL without a query: give a SAS as AZURE_BLOB_CONNECTIONSTRING=BlobEndpoint=...;SharedAccessSignature=...`},
+			`AZURE_BLOB_ENDPOINT="https://acct1.blob.core.windows.net/?(query not shown)" is invalid: want a URL without a query: give a SAS as AZURE_BLOB_CONNECTIONSTRING=BlobEndpoint=...;SharedAccessSignature=...`},
+		{"key and a client secret", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_STORAGE_ACCOUNT": "acct1", "AZURE_BLOB_STORAGE_ACCOUNT_KEY": devKey, "AZURE_BLOB_CLIENT_SECRET": "hunter2"},
+			"AZURE_BLOB_CLIENT_SECRET=(secret value not shown) is invalid: want unset, since AZURE_BLOB_STORAGE_ACCOUNT_KEY is set too: " + ways},
 		{"entra over http", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "true", "AZURE_BLOB_ENDPOINT": "http://127.0.0.1:10000/devstoreaccount1"},
 			`AZURE_BLOB_ENDPOINT="http://127.0.0.1:10000/devstoreaccount1" is invalid: want an https URL with Microsoft Entra auth, which never sends its token over plain http`},
 		{"endpoint with a connection string", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_CONNECTIONSTRING": "AccountName=acct1;AccountKey=" + devKey, "AZURE_BLOB_ENDPOINT": "http://127.0.0.1:10000/devstoreaccount1"},
@@ -58,7 +60,7 @@ func TestConfigErrors(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("errors\n%s\nwant\n%s", got, tc.want)
 			}
-			for _, secret := range []string{devKey, "hunter2", "UseDevelopmentStorage"} {
+			for _, secret := range []string{devKey, "hunter2", "UseDevelopmentStorage", "sig=abc"} {
 				if strings.Contains(got, secret) {
 					t.Errorf("a secret value is in the error: %s", got)
 				}

@@ -9,9 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,93 +20,44 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
+	"github.com/cloud-block/cloud-block/testenv/emulators"
 )
 
-// fakeServer is gofakes3 served in-process on a fixed 127.0.0.1 port, so
-// it can be stopped and started again at the same address with its data.
-type fakeServer struct {
-	t        testing.TB
-	addr     string
-	handler  *gofakes3.GoFakeS3
-	Endpoint string
-	Access   string
-	Secret   string
-
-	// afterPut, when set, runs after gofakes3 stored an object and before
-	// the answer goes back (to kill the block in between).
-	afterPut atomic.Pointer[func()]
-
-	mu  sync.Mutex
-	srv *httptest.Server
+// gofakes3Store serves gofakes3 in-process (it keeps its data through
+// Stop and Start).
+func gofakes3Store(t *testing.T) (*emulators.S3, store) {
+	f := emulators.StartS3(t)
+	return f, storeOf(f.S3Conn)
 }
 
-func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hook := f.afterPut.Load()
-	if hook == nil || r.Method != http.MethodPut {
-		f.handler.Server().ServeHTTP(w, r)
-		return
-	}
-	rec := httptest.NewRecorder()
-	f.handler.Server().ServeHTTP(rec, r)
-	(*hook)()
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(rec.Body.Bytes())
+func storeOf(c emulators.S3Conn) store {
+	return store{Endpoint: c.Endpoint, Region: c.Region, Access: c.AccessKey, Secret: c.SecretKey}
 }
 
-func startFakeServer(t testing.TB) *fakeServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// answerHook is a proxy in front of an S3 endpoint that runs the hook it
+// holds, when one is set, after the store answered a PUT and before the
+// answer goes back: a block killed then has written an object it never
+// heard about.
+func answerHook(t *testing.T, endpoint string) (string, *atomic.Pointer[func()]) {
+	target, err := url.Parse(endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServer{t: t, addr: l.Addr().String(), handler: gofakes3.New(s3mem.New()),
-		Access: "test-access", Secret: "test-secret"}
-	f.Endpoint = "http://" + f.addr
-	f.serve(l)
-	t.Cleanup(f.Stop)
-	return f
-}
-
-func (f *fakeServer) serve(l net.Listener) {
-	srv := httptest.NewUnstartedServer(f)
-	srv.Listener.Close()
-	srv.Listener = l
-	srv.Start()
-	f.srv = srv
-}
-
-// Stop closes the listener and every connection; the data stays.
-func (f *fakeServer) Stop() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.srv != nil {
-		f.srv.CloseClientConnections()
-		f.srv.Close()
-		f.srv = nil
+	var hook atomic.Pointer[func()]
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if h := hook.Load(); h != nil && r.Request.Method == http.MethodPut {
+			(*h)()
+		}
+		return nil
 	}
-}
-
-// Start serves again on the same port.
-func (f *fakeServer) Start() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.srv != nil {
-		return
-	}
-	l, err := net.Listen("tcp", f.addr)
-	if err != nil {
-		f.t.Fatalf("restart gofakes3 on %s: %v", f.addr, err)
-	}
-	f.serve(l)
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL, &hook
 }
 
 // store is an S3 endpoint the tests read back from.
@@ -255,14 +207,13 @@ func TestConformanceExternal(t *testing.T) {
 }
 
 func TestConformanceGofakes3(t *testing.T) {
-	f := startFakeServer(t)
-	conformance(t, store{Endpoint: f.Endpoint, Region: "us-east-1", Access: f.Access, Secret: f.Secret})
+	_, st := gofakes3Store(t)
+	conformance(t, st)
 }
 
 // The real SDK's errors are classified as the fake's are.
 func TestMissingBucketGofakes3(t *testing.T) {
-	f := startFakeServer(t)
-	st := store{Endpoint: f.Endpoint, Region: "us-east-1", Access: f.Access, Secret: f.Secret}
+	_, st := gofakes3Store(t)
 	err := loadSink(t, st.env("no-such-bucket", nil)).Connect(context.Background())
 	if err == nil || sink.IsPermanent(err) || sink.IsAuth(err) || !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
 		t.Fatalf("Connect to a missing bucket: %v", err)
@@ -288,8 +239,7 @@ func TestMissingBucketGofakes3(t *testing.T) {
 // provider. The instance metadata service is disabled: tests must never
 // reach for 169.254.169.254.
 func TestDefaultCredentialChain(t *testing.T) {
-	f := startFakeServer(t)
-	st := store{Endpoint: f.Endpoint, Region: "us-east-1", Access: f.Access, Secret: f.Secret}
+	_, st := gofakes3Store(t)
 	bucket := st.createBucket(t, "chain")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")

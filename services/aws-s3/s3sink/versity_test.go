@@ -2,35 +2,19 @@ package s3sink
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/testenv/emulators"
 	"github.com/cloud-block/cloud-block/testenv/harness"
-	"github.com/cloud-block/cloud-block/testenv/procs"
 )
 
 // startVersity runs versitygw, a real S3 gateway that checks SigV4
-// signatures, on a POSIX folder. It is built by `make tools`; without it the
-// test is skipped.
+// signatures; the test is skipped, naming `make tools`, when it is not built.
 func startVersity(t *testing.T) store {
-	t.Helper()
-	bin := filepath.Join(harness.RepoRoot(), ".cache", "bin", "versitygw")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("versitygw is not built (%s missing): run `make tools` (scripts/build-tools.sh versitygw)", bin)
-	}
-	dir := t.TempDir()
-	addr := procs.Addr(procs.FreePort(t))
-	st := store{Endpoint: "http://" + addr, Region: "us-east-1", Access: "versity-test-access", Secret: "versity-test-secret-0123456789"}
-	procs.Start(t, procs.Spec{
-		Name: "versitygw", Path: bin,
-		Args:  []string{"--port", addr, "--access", st.Access, "--secret", st.Secret, "--region", st.Region, "posix", dir},
-		Ready: procs.TCPReady(addr),
-	})
-	return st
+	return storeOf(emulators.StartVersity(t).S3Conn)
 }
 
 func TestConformanceVersitygw(t *testing.T) {

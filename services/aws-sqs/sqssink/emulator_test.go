@@ -55,7 +55,7 @@ func TestConformanceEmulator(t *testing.T) {
 					return byID(r.until(t, 30*time.Second, haveIDs(ids)))
 				},
 				// The suite's ids are 27 characters long.
-				MaxMessageBytes: maxText(b.maxSize(t, queue), "cloud-input/conformance", 27),
+				MaxMessageBytes: maxText(b.maxSize(t, queue), "cloud-input/conformance", 27, testDevice),
 			})
 		})
 	}

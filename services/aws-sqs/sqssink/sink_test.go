@@ -49,9 +49,9 @@ func msgs(payloads ...[]byte) []sink.Message {
 }
 
 // maxText is the largest text payload that fits a queue of maxSize with
-// this topic and id length.
-func maxText(maxSize int, topic string, idLen int) int {
-	c := &conn{device: textAttr(testDevice)}
+// this topic, id length and device.
+func maxText(maxSize int, topic string, idLen int, device string) int {
+	c := &conn{device: textAttr(device)}
 	return maxSize - c.overhead(topic, strings.Repeat("x", idLen))
 }
 
@@ -77,7 +77,7 @@ func TestConformanceFake(t *testing.T) {
 				},
 				ReadBack: func(t *testing.T, ids []string) map[string][]byte { return mem.stored(t) },
 				// The suite's ids are 27 characters long.
-				MaxMessageBytes: maxText(64<<10, "cloud-input/conformance", 27),
+				MaxMessageBytes: maxText(64<<10, "cloud-input/conformance", 27, testDevice),
 			})
 		})
 	}
@@ -173,7 +173,7 @@ func TestSizeLimitCountsAttributesAndBase64(t *testing.T) {
 	mem := newMem(maxSize, false)
 	s := connected(t, mem, nil)
 	batch := msgs(nil)
-	text := maxText(maxSize, "cloud-input", len(batch[0].ID))
+	text := maxText(maxSize, "cloud-input", len(batch[0].ID), testDevice)
 	// Base64 of n bytes is 4*ceil(n/3) bytes, and the encoding attribute
 	// (19+6+6 bytes) comes on top.
 	bin := (text - len(AttrEncoding) - len("String") - len(EncodingBase64)) / 4 * 3

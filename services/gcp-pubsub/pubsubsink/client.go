@@ -12,7 +12,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/api/option/internaloption"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -63,11 +63,20 @@ func (p *sdkPublisher) Stop() error {
 	return p.client.Close()
 }
 
-// retryBackoff bounds the client's own retries of a failed publish request
-// (Unavailable and the like) within PublishSettings.Timeout. Its default
-// backoff grows fourfold up to 60 s, so after an outage of half a minute the
-// next attempt could be 25 s away; 5 s keeps the backlog draining promptly.
-var retryBackoff = gax.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 2}
+// noRetry leaves retrying to the pipeline, which retries only the failed
+// messages with its own backoff (RETRY_*), logs each failure and reports it
+// on /ready. The client's default retries a failed request for up to a
+// minute, backing off to 60 s, which hides an outage and delays the drain
+// after it.
+var noRetry = gax.WithRetry(func() gax.Retryer { return gax.OnCodes(nil, gax.Backoff{}) })
+
+// reconnect bounds gRPC's wait between connection attempts (default up to
+// 2 minutes), so the backlog starts draining within seconds of the network
+// or the service coming back.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+	MinConnectTimeout: 20 * time.Second,
+}
 
 // dialSDK creates the Pub/Sub client. Nothing is sent until the first
 // publish: Connect cannot check the topic, as the Publisher role it needs
@@ -78,6 +87,7 @@ func dialSDK(ctx context.Context, cfg settings) (publisher, error) {
 		// than a device publishing a few thousand messages a second needs.
 		option.WithGRPCConnectionPool(1),
 		option.WithTelemetryDisabled(),
+		option.WithGRPCDialOption(grpc.WithConnectParams(reconnect)),
 	}
 	switch {
 	case cfg.emulator != "":
@@ -97,12 +107,8 @@ func dialSDK(ctx context.Context, cfg settings) (publisher, error) {
 	if project == "" {
 		project = pubsub.DetectProjectID
 	}
-	retry := gax.WithRetry(func() gax.Retryer {
-		return gax.OnCodes([]codes.Code{codes.Aborted, codes.Canceled, codes.Internal, codes.ResourceExhausted,
-			codes.Unknown, codes.Unavailable, codes.DeadlineExceeded}, retryBackoff)
-	})
 	client, err := pubsub.NewClientWithConfig(ctx, project, &pubsub.ClientConfig{
-		TopicAdminCallOptions: &vkit.TopicAdminCallOptions{Publish: []gax.CallOption{retry}},
+		TopicAdminCallOptions: &vkit.TopicAdminCallOptions{Publish: []gax.CallOption{noRetry}},
 	}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("pubsub: creating the client: %w", err)

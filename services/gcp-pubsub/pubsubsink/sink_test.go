@@ -3,6 +3,10 @@ package pubsubsink
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"strings"
@@ -318,5 +322,28 @@ func TestConfigErrors(t *testing.T) {
 	cfg, err := loadEnv(map[string]string{"GCP_PUBSUB_TOPIC": "projects/other/topics/t.1", "GCP_PUBSUB_SUBSCRIPTION": "s"})
 	if err != nil || cfg.topic != "projects/other/topics/t.1" || cfg.project != "other" || cfg.maxMessage != 9995904 {
 		t.Errorf("got %+v %v", cfg, err)
+	}
+}
+
+// The client takes the key built from the original block's variables (no
+// network is needed to create it: nothing is sent until a publish).
+func TestDialWithServiceAccountKey(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	key := strings.ReplaceAll(string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "\n", `\n`)
+	cfg, err := loadEnv(map[string]string{"GCP_PUBSUB_TOPIC": "tp1", "GCP_PUBSUB_PROJECT_ID": "p1",
+		"GCP_PUBSUB_CLIENT_EMAIL": "sa@p1.iam.gserviceaccount.com", "GCP_PUBSUB_PRIVATE_KEY": key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := dialSDK(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Error(err)
 	}
 }

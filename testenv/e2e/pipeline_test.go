@@ -119,6 +119,19 @@ func TestKill9DuringStream(t *testing.T) {
 	}
 	<-done
 	tally := e.waitAll(t, n, size, 2*time.Minute)
+	// Duplicates come two ways: a batch sent again after a crash (same id),
+	// or a message the broker redelivered because the crash beat its PUBACK
+	// (a new id: MQTT gives no way to recognise it).
+	lines, _ := filesink.Read(e.out)
+	byID := map[string]int{}
+	for _, l := range lines {
+		byID[l.ID]++
+	}
+	resent := 0
+	for _, c := range byID {
+		resent += c - 1
+	}
+	t.Logf("duplicates: %d resent batches (same id), %d broker redeliveries (new id)", resent, tally.Duplicates-resent)
 	// At most the batches in flight per kill may be sent again:
 	// BATCH_CONCURRENCY (4) x BATCH_MAX_MESSAGES (200), plus the batch whose
 	// delivered mark was not yet persisted.

@@ -81,7 +81,7 @@ func Run(ctx context.Context, svc Service, args []string, lookup config.Lookup, 
 			return ExitConfig
 		}
 	}
-	s, err := load(svc, lookup, stdout)
+	s, err := configure(ctx, svc, lookup, stdout, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "cloud-block-%s: configuration error:\n", svc.Name)
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -114,6 +114,7 @@ type settings struct {
 	snk          sink.Sink
 	fromVault    []string
 	newLogHandle func() slog.Handler
+	vault        *vaultState // nil without Azure Key Vault
 }
 
 func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error) {
@@ -261,7 +262,15 @@ func (s *settings) serve(ctx context.Context) error {
 	})
 
 	pipeMetrics := pipeline.NewMetrics(reg)
+	// With Azure Key Vault, rotated secrets reach the sink: it is swapped
+	// for one built from the new values (s.snk becomes the swapping wrapper).
+	stopRotation := func() {}
+	var onAuthError func(context.Context)
+	if s.vault != nil {
+		onAuthError, stopRotation = s.startRotation(ctx)
+	}
 	pipe := pipeline.New(s.pipe, sp, s.snk, dead, pipeMetrics, log)
+	pipe.OnAuthError = onAuthError
 	s.registerMetrics(reg, sp, dead, sub, pipe)
 
 	var srv *http.Server
@@ -305,6 +314,7 @@ func (s *settings) serve(ctx context.Context) error {
 	timer := time.AfterFunc(s.shutdown, cancelKill)
 	<-pipeDone
 	timer.Stop()
+	stopRotation()
 	// 3. Persist the delivered mark and close.
 	if err := sp.Close(); err != nil {
 		log.Error("closing the spool", "err", err)

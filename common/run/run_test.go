@@ -65,12 +65,24 @@ func badValues(t *testing.T) map[string]string {
 		"HTTP_LISTEN":                "localhost",
 		"TEST_ENDPOINT":              "http://plain",
 		"TEST_TOKEN":                 "very-secret-token",
+		// Azure Key Vault's settings (common/vault).
+		"AZURE_VAULT_NAME":                        "my_vault!",
+		"AZURE_VAULT_URL":                         "http://vault.example",
+		"AZURE_VAULT_TENANT_ID":                   "not a tenant",
+		"AZURE_VAULT_CLIENT_ID":                   "not a client!",
+		"AZURE_VAULT_CLIENT_SECRET":               "vault-client-secret-value",
+		"AZURE_VAULT_CLIENT_CERTIFICATE":          "-----BEGIN CERTIFICATE-----\\nvaultcertmaterial\\n-----END CERTIFICATE-----",
+		"AZURE_VAULT_CLIENT_CERTIFICATE_PATH":     "/no/such/client.pfx",
+		"AZURE_VAULT_CLIENT_CERTIFICATE_PASSWORD": "vault-pfx-password",
+		"AZURE_VAULT_AUTHORITY_HOST":              "http://login.example",
+		"AZURE_VAULT_CA_FILE":                     "/no/such/ca.pem",
+		"AZURE_VAULT_REFRESH":                     "often",
 	}
 }
 
 func TestEveryBadValueNamedAndSecretsHidden(t *testing.T) {
 	bad := badValues(t)
-	secrets := []string{"hunter2-secret-password", "secretkeymaterial", "very-secret-token"}
+	secrets := []string{"hunter2-secret-password", "secretkeymaterial", "very-secret-token", "vault-client-secret-value", "vaultcertmaterial", "vault-pfx-password"}
 	for _, v := range testService.AllVars() {
 		if _, ok := bad[v.Name]; !ok {
 			t.Errorf("no bad value for %s in this test: add one", v.Name)

@@ -2,13 +2,17 @@ package run
 
 import (
 	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/vault"
 )
 
 // CommonVars are the variables every service reads, with their defaults.
 // A service may override a default by declaring the same name in its Vars
 // (object stores batch for a minute, SQS ten messages at a time).
+//
+// The Azure Key Vault settings come last: read from the environment only,
+// before the others, which may then come from the vault.
 func CommonVars(service string) []config.Var {
-	return []config.Var{
+	vars := []config.Var{
 		{Name: "LOCAL_MQTT_HOST", Default: "mqtt://mqtt:1883",
 			Doc: "Broker URL; scheme mqtt, tcp, mqtts, ssl, tls, ws or wss. The default is the compose service `mqtt`."},
 		{Name: "LOCAL_MQTT_INPUT_TOPIC", Aliases: []string{"MQTT_INPUT_TOPIC"}, Default: "cloud-input",
@@ -48,4 +52,5 @@ func CommonVars(service string) []config.Var {
 		{Name: "LOG_LEVEL", Default: "info", Doc: "`debug`, `info`, `warn` or `error`. Logs are JSON lines on stdout."},
 		{Name: "HTTP_LISTEN", Default: ":8080", Doc: "Address of the `/live`, `/ready` and `/metrics` endpoints; `off` disables them (and the healthcheck)."},
 	}
+	return append(vars, vault.Vars...)
 }

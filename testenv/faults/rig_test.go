@@ -1,0 +1,333 @@
+package faults
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloud-block/cloud-block/testenv/harness"
+	"github.com/cloud-block/cloud-block/testenv/netproxy"
+	"github.com/cloud-block/cloud-block/testenv/procs"
+)
+
+// A target is one destination binary and how to run it against its
+// emulator.
+type target struct {
+	name string
+	pkg  string // main package, for harness.Build
+	open func(t *testing.T) backend
+	// dupFree: a batch sent again after a crash stores nothing twice
+	// (deterministic object keys, FIFO deduplication ids).
+	dupFree bool
+	// batch is BATCH_MAX_MESSAGES in the crash scenario (the destination's
+	// own request limit where it has one).
+	batch int
+	// only limits a variant to some scenarios (nil: all).
+	only []string
+	// env is added to the block's environment in every scenario.
+	env map[string]string
+	// badVars are invalid values for the destination's own variables;
+	// anyValue lists those that take any value, and why.
+	badVars  map[string]string
+	anyValue map[string]string
+}
+
+func (tg *target) in(scenario string) bool {
+	if tg.only == nil {
+		return true
+	}
+	for _, s := range tg.only {
+		if s == scenario {
+			return true
+		}
+	}
+	return false
+}
+
+// need skips a target whose service has not landed in the repository yet.
+func (tg *target) need(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(harness.RepoRoot(), tg.pkg, "main.go")); err != nil {
+		t.Skipf("%s: %s/main.go does not exist yet (the service has not landed)", tg.name, tg.pkg)
+	}
+}
+
+// A backend is a running emulator (or the file destination's file) with a
+// reader that keeps everything it has read, so messages survive emulators
+// that forget their data when stopped.
+type backend interface {
+	// env is what the block needs to reach the destination at addr, the
+	// proxy's host:port ("" for a destination without network).
+	env(addr string) map[string]string
+	// upstream is the emulator's own host:port ("" without network).
+	upstream() string
+	// read returns every message delivered so far.
+	read(t testing.TB) []msg
+	// stop and start the emulator; stop reads first what it would forget.
+	stop(t testing.TB)
+	start(t testing.TB)
+	// secrets are values that must never appear in logs, errors or metrics.
+	secrets() []string
+}
+
+// rig is one target's emulator, proxy, broker and block for a scenario.
+type rig struct {
+	t      *testing.T
+	tg     *target
+	be     backend
+	proxy  *netproxy.Proxy // nil for the file destination
+	broker *harness.Mosquitto
+	block  *harness.Block
+	env    map[string]string // the block's environment besides the harness's
+
+	mu      sync.Mutex
+	secrets []string
+	snaps   []string // /metrics and /ready bodies seen, scanned for secrets
+}
+
+type rigOpts struct {
+	broker harness.MosquittoOptions
+	env    map[string]string
+}
+
+const mqttUser = "cloudblock"
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newRig starts the target's emulator, a proxy in front of it, Mosquitto
+// (which checks the block's password) and prepares the block (not started).
+func newRig(t *testing.T, tg *target, o rigOpts) *rig {
+	t.Helper()
+	r := &rig{t: t, tg: tg}
+	// Registered first, so it runs last: after the block has stopped and
+	// its logs are complete.
+	t.Cleanup(r.scanSecrets)
+	r.be = tg.open(t)
+	addr := ""
+	if up := r.be.upstream(); up != "" {
+		p, err := netproxy.New(up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		r.proxy, addr = p, p.Addr()
+	}
+	// Anonymous clients (the test's publisher) stay allowed; a client that
+	// gives a user name (the block) must have the right password.
+	pass := "mqttPW-" + randHex(8)
+	o.broker.Extra += "password_file " + passwordFile(t, mqttUser, pass) + "\n"
+	r.broker = harness.StartMosquitto(t, o.broker)
+	r.env = map[string]string{"LOCAL_MQTT_USERNAME": mqttUser, "LOCAL_MQTT_PASSWORD": pass}
+	for _, m := range []map[string]string{tg.env, r.be.env(addr), o.env} {
+		for k, v := range m {
+			r.env[k] = v
+		}
+	}
+	r.block = harness.NewBlock(t, harness.Build(t, tg.pkg), r.broker, r.env)
+	if d := r.env["BUFFER_DIR"]; d != "" {
+		r.block.BufDir = d
+	}
+	r.secrets = append(r.be.secrets(), pass)
+	return r
+}
+
+// passwordFile writes a Mosquitto password file with one user.
+func passwordFile(t *testing.T, user, pass string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "passwd")
+	out, err := exec.Command("mosquitto_passwd", "-c", "-b", path, user, pass).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_passwd (Debian's mosquitto package): %v: %s", err, out)
+	}
+	return path
+}
+
+// scanSecrets fails the test if a secret shows in any log line of any run
+// of the block, or in any /metrics or /ready body the test saw.
+func (r *rig) scanSecrets() {
+	if r.block == nil {
+		return
+	}
+	r.snapshot() // one last look, if the block still runs
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	logs := r.block.Logs()
+	for _, s := range r.secrets {
+		if len(s) < 8 {
+			continue
+		}
+		if strings.Contains(logs, s) {
+			r.t.Errorf("secret %.4s... appears in the block's log", s)
+		}
+		for _, body := range r.snaps {
+			if strings.Contains(body, s) {
+				r.t.Errorf("secret %.4s... appears in /metrics or /ready", s)
+				break
+			}
+		}
+	}
+}
+
+// addSecret adds a value to scan for.
+func (r *rig) addSecret(s string) {
+	r.mu.Lock()
+	r.secrets = append(r.secrets, s)
+	r.mu.Unlock()
+}
+
+func httpGet(url string) (int, string) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// snapshot keeps the current /metrics and /ready for the secret scan.
+func (r *rig) snapshot() {
+	if !r.block.Running() {
+		return
+	}
+	_, m := httpGet("http://" + r.block.HTTP + "/metrics")
+	_, rd := httpGet("http://" + r.block.HTTP + "/ready")
+	r.mu.Lock()
+	r.snaps = append(r.snaps, m, rd)
+	r.mu.Unlock()
+}
+
+// ready returns /ready (and keeps it for the secret scan).
+func (r *rig) ready() (int, string) {
+	code, body := r.block.Ready()
+	r.mu.Lock()
+	r.snaps = append(r.snaps, body)
+	r.mu.Unlock()
+	return code, body
+}
+
+// waitReady waits until /ready answers code with a body containing every
+// one of subs, and returns the body.
+func (r *rig) waitReady(code int, timeout time.Duration, subs ...string) string {
+	r.t.Helper()
+	var body string
+	err := procs.WaitFor(context.Background(), timeout, func() error {
+		var c int
+		c, body = r.ready()
+		if c != code {
+			return fmt.Errorf("/ready %d %s", c, body)
+		}
+		for _, s := range subs {
+			if !strings.Contains(body, s) {
+				return fmt.Errorf("/ready %d without %q: %s", c, s, body)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.t.Fatalf("waiting for /ready %d: %v", code, err)
+	}
+	return body
+}
+
+// metric is one metric's value (-1 when unavailable).
+func (r *rig) metric(name string) float64 { return r.block.Metric(name) }
+
+// down stops the emulator: the proxy refuses first, so no request reaches
+// an emulator about to forget what it stored, then what it stored is read.
+func (r *rig) down() {
+	r.t.Helper()
+	if r.proxy != nil {
+		if err := r.proxy.SetMode(netproxy.Refuse); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.be.stop(r.t)
+}
+
+// up starts the emulator again, then lets connections through.
+func (r *rig) up() {
+	r.t.Helper()
+	r.be.start(r.t)
+	if r.proxy != nil {
+		if err := r.proxy.SetMode(netproxy.Pass); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+// waitAll waits until messages 0..n-1 were all delivered, then until the
+// spool is empty (so late resends are read too), and returns the tally of
+// every delivery (pure) or of the numbered ones only.
+func (r *rig) waitAll(n, size int, timeout time.Duration, pure bool) (tally, []msg) {
+	r.t.Helper()
+	var tl tally
+	var got []msg
+	countNow := func() {
+		got = r.be.read(r.t)
+		if pure {
+			tl = count(n, size, got)
+		} else {
+			tl = count(n, size, numbered(got))
+		}
+	}
+	err := procs.WaitFor(context.Background(), timeout, func() error {
+		countNow()
+		if tl.Lost > 0 {
+			time.Sleep(200 * time.Millisecond) // reads are not free: poll calmly
+			return fmt.Errorf("%s; missing e.g. %v", tl, tl.Missing)
+		}
+		return nil
+	})
+	if err != nil {
+		r.t.Errorf("not everything delivered: %v", err)
+		return tl, got
+	}
+	if r.block.Running() {
+		r.block.WaitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == 0 })
+		countNow()
+	}
+	if tl.Corrupt > 0 {
+		r.t.Errorf("corrupt deliveries: %s", tl)
+	}
+	return tl, got
+}
+
+// report records the scenario's row; expected is how many messages the
+// scenario destroyed on purpose (they are missing but not lost).
+func (r *rig) report(scenario string, tl tally, expected int, note string) {
+	lost := tl.Lost - expected
+	if lost < 0 {
+		lost = 0
+	}
+	record(row{Scenario: scenario, Target: r.tg.name, Published: tl.Published, Delivered: tl.Distinct,
+		Duplicates: tl.Copies, Expected: expected, Lost: lost, Note: note})
+	if lost > 0 {
+		r.t.Errorf("%s: %d messages lost: %s; missing e.g. %v", scenario, lost, tl, tl.Missing)
+	}
+}
+
+// logContains waits until the block's log contains s.
+func (r *rig) logContains(s string, timeout time.Duration) bool {
+	return procs.WaitFor(context.Background(), timeout, func() error {
+		if strings.Contains(r.block.Logs(), s) {
+			return nil
+		}
+		return fmt.Errorf("no %q in the log", s)
+	}) == nil
+}

@@ -1,0 +1,210 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"google.golang.org/api/iterator"
+
+	"github.com/cloud-block/cloud-block/testenv/emulators"
+)
+
+// --- aws-s3 on gofakes3 (in this process; Stop keeps the objects) -----------
+
+type s3Backend struct {
+	s      *emulators.S3
+	bucket string
+	secret string
+	objCache
+}
+
+func openS3(t *testing.T) backend {
+	b := &s3Backend{s: emulators.StartS3(t), bucket: "faults", secret: "s3Secret-" + randHex(10)}
+	b.s.CreateBucket(t, b.bucket)
+	return b
+}
+
+func (b *s3Backend) env(addr string) map[string]string {
+	return map[string]string{
+		"AWS_S3_BUCKET": b.bucket, "AWS_S3_REGION": b.s.Region, "AWS_S3_ENDPOINT": "http://" + addr,
+		"AWS_S3_ACCESS_KEY": "faults-access", "AWS_S3_SECRET_KEY": b.secret,
+		"AWS_EC2_METADATA_DISABLED": "true",
+	}
+}
+
+func (b *s3Backend) upstream() string   { return strings.TrimPrefix(b.s.Endpoint, "http://") }
+func (b *s3Backend) secrets() []string  { return []string{b.secret} }
+func (b *s3Backend) stop(t testing.TB)  { b.read(t); b.s.Stop() }
+func (b *s3Backend) start(t testing.TB) { b.s.Start() }
+
+func (b *s3Backend) read(t testing.TB) []msg {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := b.s.Client()
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(b.bucket)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			if isDown(err) {
+				break // stopped: what was read is kept
+			}
+			t.Fatalf("listing %s: %v", b.bucket, err)
+		}
+		for _, o := range page.Contents {
+			key, tag := aws.ToString(o.Key), aws.ToString(o.ETag)
+			if b.has(key, tag) {
+				continue
+			}
+			out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: o.Key})
+			if err != nil {
+				t.Fatalf("get %s: %v", key, err)
+			}
+			body, err := readAllBody(out.Body)
+			if err != nil {
+				t.Fatalf("get %s: %v", key, err)
+			}
+			b.add(t, key, tag, body, aws.ToString(out.ContentEncoding))
+		}
+	}
+	return b.all()
+}
+
+// isDown tells an emulator that is stopped from a real failure.
+func isDown(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "connection refused") || strings.Contains(s, "connection reset") || errors.Is(err, context.DeadlineExceeded)
+}
+
+// --- azure-blob on Azurite (in memory: Stop forgets, so stop reads first) ----
+
+type blobBackend struct {
+	a      *emulators.Azurite
+	c      *azblob.Client
+	ctr    string
+	hostPt string
+	objCache
+}
+
+func openBlob(t *testing.T) backend {
+	a := emulators.StartAzurite(t)
+	b := &blobBackend{a: a, c: a.Client(t), ctr: "faults"}
+	a.CreateContainer(t, b.ctr)
+	u, err := url.Parse(a.BlobEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.hostPt = u.Host
+	return b
+}
+
+func (b *blobBackend) env(addr string) map[string]string {
+	return map[string]string{
+		"AZURE_BLOB_STORAGE_ACCOUNT":     b.a.AccountName,
+		"AZURE_BLOB_STORAGE_ACCOUNT_KEY": b.a.AccountKey,
+		"AZURE_BLOB_ENDPOINT":            "http://" + addr + "/" + b.a.AccountName + "/",
+		"AZURE_BLOB_CONTAINER_NAME":      b.ctr,
+	}
+}
+
+func (b *blobBackend) upstream() string { return b.hostPt }
+
+// The account key is Azurite's well-known one, but it is the value the
+// block holds as its secret: it must not show either.
+func (b *blobBackend) secrets() []string  { return []string{b.a.AccountKey} }
+func (b *blobBackend) stop(t testing.TB)  { b.read(t); b.a.Stop() }
+func (b *blobBackend) start(t testing.TB) { b.a.Start() }
+
+func (b *blobBackend) read(t testing.TB) []msg {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pager := b.c.NewListBlobsFlatPager(b.ctr, nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatalf("listing %s: %v", b.ctr, err)
+		}
+		for _, it := range page.Segment.BlobItems {
+			name, tag := *it.Name, string(*it.Properties.ETag)
+			if b.has(name, tag) {
+				continue
+			}
+			resp, err := b.c.DownloadStream(ctx, b.ctr, name, nil)
+			if err != nil {
+				t.Fatalf("download %s: %v", name, err)
+			}
+			body, err := readAllBody(resp.Body)
+			if err != nil {
+				t.Fatalf("download %s: %v", name, err)
+			}
+			enc := ""
+			if resp.ContentEncoding != nil {
+				enc = *resp.ContentEncoding
+			}
+			b.add(t, name, tag, body, enc)
+		}
+	}
+	return b.all()
+}
+
+// --- gcp-storage on fake-gcs-server (in memory: stop reads first) -----------
+
+type gcsBackend struct {
+	g      *emulators.GCS
+	c      *storage.Client
+	bucket string
+	objCache
+}
+
+func openGCS(t *testing.T) backend {
+	g := emulators.StartGCS(t)
+	b := &gcsBackend{g: g, c: g.Client(t), bucket: "faults"}
+	g.CreateBucket(t, b.bucket)
+	return b
+}
+
+func (b *gcsBackend) env(addr string) map[string]string {
+	return map[string]string{"GCP_STORAGE_BUCKET": b.bucket, "GCP_STORAGE_PROJECT_ID": "test-project", "STORAGE_EMULATOR_HOST": addr}
+}
+
+func (b *gcsBackend) upstream() string   { return b.g.Host }
+func (b *gcsBackend) secrets() []string  { return nil }
+func (b *gcsBackend) stop(t testing.TB)  { b.read(t); b.g.Stop() }
+func (b *gcsBackend) start(t testing.TB) { b.g.Start() }
+
+func (b *gcsBackend) read(t testing.TB) []msg {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	it := b.c.Bucket(b.bucket).Objects(ctx, nil)
+	for {
+		o, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("listing %s: %v", b.bucket, err)
+		}
+		tag := o.Etag + "/" + o.Updated.String()
+		if b.has(o.Name, tag) {
+			continue
+		}
+		// ReadCompressed: the body as stored; Decode gunzips it.
+		r, err := b.c.Bucket(b.bucket).Object(o.Name).ReadCompressed(true).NewReader(ctx)
+		if err != nil {
+			t.Fatalf("read %s: %v", o.Name, err)
+		}
+		body, err := readAllBody(r)
+		if err != nil {
+			t.Fatalf("read %s: %v", o.Name, err)
+		}
+		b.add(t, o.Name, tag, body, o.ContentEncoding)
+	}
+	return b.all()
+}

@@ -1,0 +1,201 @@
+package faults
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/cloud-block/cloud-block/testenv/sqsfake"
+)
+
+// The consumer's side of aws-sqs's mapping (its README: "How messages map").
+const (
+	sqsAttrTopic    = "mqtt.topic"
+	sqsAttrDevice   = "cloudblock.device"
+	sqsAttrID       = "cloudblock.id"
+	sqsAttrEncoding = "cloudblock.encoding"
+)
+
+// sqsBackend is the project's SQS fake, in this process, on an address that
+// survives Stop and Start (its queues live in the handler, so a stop is an
+// outage, not a loss).
+type sqsBackend struct {
+	fake   *sqsfake.Server
+	addr   string
+	queue  string
+	url    string
+	secret string
+	client *sqs.Client
+
+	mu      sync.Mutex
+	srv     *http.Server
+	running bool
+	got     []msg
+	seen    map[string]bool // SQS message ids read: a message received twice counts once
+}
+
+func openSQS(fifo bool) func(t *testing.T) backend {
+	return func(t *testing.T) backend {
+		b := &sqsBackend{fake: sqsfake.New(), secret: "sqsSecret-" + randHex(10), seen: map[string]bool{}}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.addr = ln.Addr().String()
+		b.serve(ln)
+		t.Cleanup(func() {
+			b.fake.Close() // ends long polls
+			b.stop(t)
+		})
+		b.client = sqs.New(sqs.Options{
+			Region: "us-east-1", BaseEndpoint: aws.String("http://" + b.addr),
+			Credentials: credentials.NewStaticCredentialsProvider("reader", "reader", ""),
+			// A receive retried after its answer was lost would hide the
+			// messages it took until their visibility timeout.
+			RetryMaxAttempts: 1,
+		})
+		b.queue = "faults-" + randHex(4)
+		attrs := map[string]string{}
+		if fifo {
+			b.queue += ".fifo"
+			attrs["FifoQueue"] = "true"
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := b.client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(b.queue), Attributes: attrs})
+		if err != nil {
+			t.Fatalf("CreateQueue: %v", err)
+		}
+		b.url = aws.ToString(out.QueueUrl)
+		return b
+	}
+}
+
+func (b *sqsBackend) serve(ln net.Listener) {
+	b.srv = &http.Server{Handler: b.fake}
+	go b.srv.Serve(ln)
+	b.running = true
+}
+
+func (b *sqsBackend) env(addr string) map[string]string {
+	return map[string]string{
+		"AWS_SQS_QUEUE_NAME": b.queue, "AWS_SQS_REGION": "us-east-1", "AWS_SQS_ENDPOINT": "http://" + addr,
+		"AWS_SQS_ACCESS_KEY": "faults-access", "AWS_SQS_SECRET_KEY": b.secret,
+		// Never let the SDK's default chain probe the EC2 metadata address.
+		"AWS_EC2_METADATA_DISABLED": "true",
+	}
+}
+
+func (b *sqsBackend) upstream() string  { return b.addr }
+func (b *sqsBackend) secrets() []string { return []string{b.secret} }
+
+func (b *sqsBackend) stop(t testing.TB) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running {
+		b.srv.Close()
+		b.running = false
+	}
+}
+
+func (b *sqsBackend) start(t testing.TB) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running {
+		return
+	}
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if ln, err = net.Listen("tcp", b.addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("restarting the SQS fake on %s: %v", b.addr, err)
+	}
+	b.serve(ln)
+}
+
+// read receives, decodes and deletes everything the queue holds now.
+func (b *sqsBackend) read(t testing.TB) []msg {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		for {
+			n, err := b.receive(ctx)
+			if err != nil {
+				// The next poll retries; what was received but not deleted
+				// comes back after its visibility timeout.
+				t.Logf("reading the queue (will retry): %v", err)
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+	return append([]msg(nil), b.got...)
+}
+
+func (b *sqsBackend) receive(ctx context.Context) (int, error) {
+	out, err := b.client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl: aws.String(b.url), MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 5,
+		MessageAttributeNames: []string{"All"},
+	})
+	if err != nil || len(out.Messages) == 0 {
+		return 0, err
+	}
+	var del []types.DeleteMessageBatchRequestEntry
+	for i, m := range out.Messages {
+		del = append(del, types.DeleteMessageBatchRequestEntry{Id: aws.String(fmt.Sprint(i)), ReceiptHandle: m.ReceiptHandle})
+		if b.seen[aws.ToString(m.MessageId)] {
+			continue // its deletion failed earlier
+		}
+		b.seen[aws.ToString(m.MessageId)] = true
+		p, err := sqsPayload(m)
+		if err != nil {
+			return 0, err
+		}
+		str := func(name string) string {
+			v := m.MessageAttributes[name]
+			if v.StringValue != nil {
+				return *v.StringValue
+			}
+			return string(v.BinaryValue)
+		}
+		b.got = append(b.got, msg{ID: str(sqsAttrID), Topic: str(sqsAttrTopic), Device: str(sqsAttrDevice), Payload: p})
+	}
+	if _, err := b.client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(b.url), Entries: del}); err != nil {
+		return 0, err
+	}
+	return len(out.Messages), nil
+}
+
+// sqsPayload decodes a body as aws-sqs's README tells consumers to.
+func sqsPayload(m types.Message) ([]byte, error) {
+	enc := m.MessageAttributes[sqsAttrEncoding]
+	switch aws.ToString(enc.StringValue) {
+	case "base64":
+		return base64.StdEncoding.DecodeString(aws.ToString(m.Body))
+	case "empty":
+		return []byte{}, nil
+	case "":
+		return []byte(aws.ToString(m.Body)), nil
+	}
+	return nil, fmt.Errorf("message %s: unknown encoding %q", aws.ToString(m.MessageId), strings.TrimSpace(aws.ToString(enc.StringValue)))
+}

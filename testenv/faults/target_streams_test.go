@@ -1,0 +1,269 @@
+package faults
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/Azure/go-amqp"
+
+	pubsubadmin "cloud.google.com/go/pubsub/v2/apiv1"
+
+	"github.com/cloud-block/cloud-block/testenv/emulators"
+	"github.com/cloud-block/cloud-block/testenv/harness"
+	"github.com/cloud-block/cloud-block/testenv/procs"
+)
+
+// --- gcp-pubsub on pstest-server (in memory: stop pulls first) --------------
+
+// The consumer's side of gcp-pubsub's attributes (its README).
+const (
+	psAttrID     = "id"
+	psAttrTopic  = "topic"
+	psAttrDevice = "device"
+)
+
+type pubsubBackend struct {
+	p   *emulators.PubSub
+	sc  *pubsubadmin.SubscriptionAdminClient
+	sub string
+
+	mu      sync.Mutex
+	running bool
+	got     []msg
+}
+
+func openPubSub(t *testing.T) backend {
+	p := emulators.StartPubSub(t)
+	p.CreateTopicSubscription(t, "faults", "faults-sub")
+	return &pubsubBackend{p: p, sc: p.Client(t).SubscriptionAdminClient, sub: "faults-sub", running: true}
+}
+
+func (b *pubsubBackend) env(addr string) map[string]string {
+	return map[string]string{
+		"GCP_PUBSUB_TOPIC": "faults", "GCP_PUBSUB_PROJECT_ID": b.p.Project, "PUBSUB_EMULATOR_HOST": addr,
+		// pstest takes 4 MiB a request.
+		"GCP_PUBSUB_MAX_MESSAGE_BYTES": strconv.Itoa(4<<20 - 4<<10),
+	}
+}
+
+func (b *pubsubBackend) upstream() string  { return b.p.Host }
+func (b *pubsubBackend) secrets() []string { return nil }
+
+func (b *pubsubBackend) stop(t testing.TB) {
+	b.read(t)
+	b.mu.Lock()
+	b.running = false
+	b.mu.Unlock()
+	b.p.Stop()
+}
+
+func (b *pubsubBackend) start(t testing.TB) {
+	b.p.Start()
+	b.mu.Lock()
+	b.running = true
+	b.mu.Unlock()
+}
+
+// read pulls and acknowledges whatever the subscription holds now.
+func (b *pubsubBackend) read(t testing.TB) []msg {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.running {
+		return append([]msg(nil), b.got...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := b.p.SubscriptionName(b.sub)
+	for {
+		resp, err := b.sc.Pull(ctx, &pubsubpb.PullRequest{Subscription: name, MaxMessages: 1000, ReturnImmediately: true})
+		if err != nil {
+			t.Fatalf("pull %s: %v", b.sub, err)
+		}
+		var acks []string
+		for _, m := range resp.GetReceivedMessages() {
+			pm := m.GetMessage()
+			a := pm.GetAttributes()
+			b.got = append(b.got, msg{ID: a[psAttrID], Topic: a[psAttrTopic], Device: a[psAttrDevice], Payload: pm.GetData()})
+			acks = append(acks, m.GetAckId())
+		}
+		if len(acks) == 0 {
+			return append([]msg(nil), b.got...)
+		}
+		if err := b.sc.Acknowledge(ctx, &pubsubpb.AcknowledgeRequest{Subscription: name, AckIds: acks}); err != nil {
+			t.Fatalf("ack %s: %v", b.sub, err)
+		}
+	}
+}
+
+// --- azure-eh on the project's fake Event Hubs -------------------------------
+
+// The consumer's side of azure-eh's application properties (its README).
+const (
+	ehPropTopic  = "mqtt_topic"
+	ehPropDevice = "device"
+	ehPropID     = "cloudblock_id"
+)
+
+// ehBackend runs testenv/node/eventhubs-fake.js as ehfake does, but with a
+// data file of its own: every event the fake accepts is appended there
+// before it acknowledges the send, so the reader reads the file instead of
+// holding AMQP receivers open across outages.
+type ehBackend struct {
+	port int
+	data string
+	key  string
+	spec procs.Spec
+	dir  string
+
+	mu   sync.Mutex
+	proc *procs.Proc
+	off  int64
+	part []byte
+	got  []msg
+}
+
+func openEH(t *testing.T) backend {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node (Node.js 20) not found: %v", err)
+	}
+	nodeDir := filepath.Join(harness.RepoRoot(), "testenv", "node")
+	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "rhea")); err != nil {
+		t.Fatalf("npm packages missing in %s: run `make setup`", nodeDir)
+	}
+	b := &ehBackend{port: procs.FreePort(t), dir: t.TempDir(), key: "ehKey" + randHex(12) + "="}
+	b.data = filepath.Join(b.dir, "events.jsonl")
+	b.spec = procs.Spec{
+		Name: "eventhubs-fake", Path: node, Dir: nodeDir,
+		Args: []string{filepath.Join(nodeDir, "eventhubs-fake.js"), "--host", "127.0.0.1", "--port", strconv.Itoa(b.port),
+			"--hub", "hub", "--partitions", "4", "--data", b.data},
+		Ready: procs.TCPReady(procs.Addr(b.port)), Timeout: 20 * time.Second,
+	}
+	b.start(t)
+	t.Cleanup(func() {
+		b.mu.Lock()
+		p := b.proc
+		b.mu.Unlock()
+		if p != nil {
+			p.Stop()
+			if t.Failed() {
+				procs.DumpLog(t, p)
+			}
+		}
+	})
+	return b
+}
+
+func (b *ehBackend) env(addr string) map[string]string {
+	return map[string]string{"AZURE_EH_CONNECTIONSTRING": fmt.Sprintf(
+		"Endpoint=sb://%s;SharedAccessKeyName=send;SharedAccessKey=%s;EntityPath=hub;UseDevelopmentEmulator=true", addr, b.key)}
+}
+
+func (b *ehBackend) upstream() string  { return procs.Addr(b.port) }
+func (b *ehBackend) secrets() []string { return []string{b.key} }
+
+func (b *ehBackend) stop(t testing.TB) {
+	b.mu.Lock()
+	p := b.proc
+	b.proc = nil
+	b.mu.Unlock()
+	if p != nil {
+		p.Stop()
+	}
+}
+
+func (b *ehBackend) start(t testing.TB) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.proc != nil {
+		return
+	}
+	var p *procs.Proc
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		// The port was the fake's a moment ago; retry while it is released.
+		if p, err = procs.StartNoCleanup(b.spec, b.dir); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.proc = p
+}
+
+// read decodes the events appended to the fake's data file since the last read.
+func (b *ehBackend) read(t testing.TB) []msg {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f, err := os.Open(b.data)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(b.off, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReaderSize(f, 1<<20)
+	for {
+		line, err := r.ReadBytes('\n')
+		b.off += int64(len(line))
+		if len(line) > 0 && line[len(line)-1] == '\n' {
+			line = append(b.part, line...)
+			b.part = nil
+			m, derr := decodeEvent(line)
+			if derr != nil {
+				t.Fatalf("event hub data file: %v", derr)
+			}
+			b.got = append(b.got, m)
+		} else {
+			b.part = append(b.part, line...)
+		}
+		if err != nil {
+			break
+		}
+	}
+	return append([]msg(nil), b.got...)
+}
+
+// decodeEvent turns one stored event (the AMQP message the SDK sent) into
+// what a consumer sees: the body and the block's application properties.
+func decodeEvent(line []byte) (msg, error) {
+	var rec struct {
+		Raw string `json:"raw"`
+	}
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return msg{}, err
+	}
+	raw, err := base64.StdEncoding.DecodeString(rec.Raw)
+	if err != nil {
+		return msg{}, err
+	}
+	var m amqp.Message
+	if err := m.UnmarshalBinary(raw); err != nil {
+		return msg{}, fmt.Errorf("decoding an event: %w", err)
+	}
+	str := func(k string) string { s, _ := m.ApplicationProperties[k].(string); return s }
+	body := m.GetData()
+	if body == nil {
+		body = []byte{}
+	}
+	return msg{ID: str(ehPropID), Topic: str(ehPropTopic), Device: str(ehPropDevice), Payload: body}, nil
+}

@@ -208,6 +208,9 @@ func (r *rotator) rotate(ctx context.Context, why string) {
 	rctx, cancel := context.WithTimeout(ctx, vaultRefreshTimeout)
 	defer cancel()
 	changed, err := r.store.Refresh(rctx)
+	if ctx.Err() != nil {
+		return // shutting down
+	}
 	if err != nil {
 		r.log.Warn("reading Azure Key Vault again failed; keeping the values read before", "why", why, "err", err)
 	} else if len(changed) > 0 {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"os"
@@ -355,5 +356,62 @@ func TestConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// With no credential of its own, the block uses the platform's: workload
+// identity where it is set up, else the managed identity.
+func TestPlatformIdentity(t *testing.T) {
+	cases := map[string]func(v *vaulttest.Vault, t *testing.T) map[string]string{
+		"workload identity":                func(v *vaulttest.Vault, t *testing.T) map[string]string { return v.WorkloadIdentityEnv(t) },
+		"system-assigned managed identity": func(v *vaulttest.Vault, t *testing.T) map[string]string { return v.ManagedIdentityEnv(t, false) },
+		"user-assigned managed identity":   func(v *vaulttest.Vault, t *testing.T) map[string]string { return v.ManagedIdentityEnv(t, true) },
+	}
+	for name, env := range cases {
+		t.Run(name, func(t *testing.T) {
+			v := vaulttest.New(t)
+			v.SetSecret("AWS_S3_BUCKET", "bucket-1")
+			src, err := open(t, env(v, t), "AWS_S3_BUCKET")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := src.Lookup("AWS_S3_BUCKET"); got != "bucket-1" {
+				t.Errorf("got %q", got)
+			}
+		})
+	}
+	// A user-assigned identity the platform does not have.
+	v := vaulttest.New(t)
+	env := v.ManagedIdentityEnv(t, true)
+	env[vault.VarClient] = "00000000-0000-0000-0000-00000000dead"
+	_, err := open(t, env, "AWS_S3_BUCKET")
+	var ve *vault.Error
+	if !errors.As(err, &ve) || strings.ContainsAny(err.Error(), "\n") || !strings.Contains(err.Error(), "platform identity 00000000-0000-0000-0000-00000000dead") {
+		t.Errorf("unknown identity: %v", err)
+	}
+	t.Log(err)
+}
+
+// The secrets are read a few at a time: quick, without tripping the vault's throttling.
+func TestFetchBounded(t *testing.T) {
+	v := vaulttest.New(t)
+	var vars []string
+	for i := range 60 {
+		name := fmt.Sprintf("VAR_%02d", i)
+		vars = append(vars, name)
+		if i%2 == 0 {
+			v.SetSecret(name, "value")
+		}
+	}
+	src, err := open(t, v.Env(), vars...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.Found()) != 30 || v.Gets() != 60 {
+		t.Errorf("found %d, %d gets", len(src.Found()), v.Gets())
+	}
+	t.Logf("%d requests at once", v.MaxInFlight())
+	if n := v.MaxInFlight(); n > 8 {
+		t.Errorf("%d requests at once, want at most 8", n)
 	}
 }

@@ -5,8 +5,10 @@
 // RunAllFromVault proves that every variable of a service can come from it.
 //
 // The fake does what the SDKs rely on: the OpenID configuration and token
-// endpoints of a tenant (client secret, or a certificate-signed client
-// assertion, checked against the registered certificate), and Key Vault's
+// endpoints of a tenant (client secret, a certificate-signed client
+// assertion checked against the registered certificate, or a workload
+// identity's federated token), App Service's managed identity endpoint,
+// and Key Vault's
 // GET /secrets/{name} with its 401 challenge, 403, 404 SecretNotFound and
 // injected transient faults.
 package vaulttest
@@ -70,6 +72,10 @@ type Vault struct {
 	cert      *x509.Certificate
 	certPEM   string
 
+	// federated is the workload identity's service account token;
+	// identityHeader the secret App Service's managed identity endpoint checks.
+	federated, identityHeader string
+
 	mu         sync.Mutex
 	secrets    map[string]string // secret name -> value
 	versions   map[string]int
@@ -80,6 +86,8 @@ type Vault struct {
 	tokens     map[string]bool
 	gets       int
 	tokensMade int
+	inFlight   int
+	maxFlight  int
 }
 
 // New starts a fake Entra and Key Vault, stopped when the test ends.
@@ -94,11 +102,13 @@ func New(t testing.TB) *Vault {
 		t.Fatalf("vaulttest: client key: %v", err)
 	}
 	v := &Vault{
-		TenantID:     "72f988bf-0000-4000-8000-00000000c10d",
-		ClientID:     "c10c0b10-0000-4000-8000-0000000c1e47",
-		ClientSecret: "client-secret-" + randomHex(12),
-		dir:          t.TempDir(),
-		cert:         certs[0],
+		TenantID:       "72f988bf-0000-4000-8000-00000000c10d",
+		ClientID:       "c10c0b10-0000-4000-8000-0000000c1e47",
+		ClientSecret:   "client-secret-" + randomHex(12),
+		federated:      "federated-token-" + randomHex(12),
+		identityHeader: "identity-header-" + randomHex(12),
+		dir:            t.TempDir(),
+		cert:           certs[0],
 		certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})) +
 			string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
 		secrets:   map[string]string{},
@@ -185,6 +195,38 @@ func (v *Vault) CertificateEnv(t testing.TB, form CertForm) map[string]string {
 	return env
 }
 
+// WorkloadIdentityEnv points a service at the vault with no credential of
+// its own, on a platform with workload identity (as AKS sets it up): it
+// writes a service account token and sets AZURE_FEDERATED_TOKEN_FILE in the
+// process environment for the test, where azidentity reads it.
+func (v *Vault) WorkloadIdentityEnv(t *testing.T) map[string]string {
+	t.Helper()
+	p := filepath.Join(v.dir, "federated-token")
+	if err := os.WriteFile(p, []byte(v.federated), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AZURE_FEDERATED_TOKEN_FILE", p)
+	env := v.Env()
+	delete(env, vault.VarSecret)
+	return env
+}
+
+// ManagedIdentityEnv points a service at the vault with no credential of
+// its own, on a platform with a managed identity: it sets App Service's
+// IDENTITY_ENDPOINT and IDENTITY_HEADER in the process environment for the
+// test, where azidentity reads them, with the fake as the endpoint. With
+// userAssigned, AZURE_VAULT_CLIENT_ID names the identity.
+func (v *Vault) ManagedIdentityEnv(t *testing.T, userAssigned bool) map[string]string {
+	t.Helper()
+	t.Setenv("IDENTITY_ENDPOINT", v.entra.URL+"/msi/token")
+	t.Setenv("IDENTITY_HEADER", v.identityHeader)
+	env := map[string]string{vault.VarURL: v.URL(), vault.VarCAFile: v.caFile}
+	if userAssigned {
+		env[vault.VarClient] = v.ClientID
+	}
+	return env
+}
+
 // Lookup turns a map into a config.Lookup that, like config.Env, treats an
 // empty value as unset.
 func Lookup(env map[string]string) config.Lookup {
@@ -239,6 +281,13 @@ func (v *Vault) Gets() int {
 	return v.gets
 }
 
+// MaxInFlight is the most secret requests the vault served at once.
+func (v *Vault) MaxInFlight() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.maxFlight
+}
+
 // Tokens counts the access tokens Entra issued.
 func (v *Vault) Tokens() int {
 	v.mu.Lock()
@@ -271,7 +320,42 @@ func (v *Vault) serveEntra(w http.ResponseWriter, r *http.Request) {
 		v.token(w, r, m[1])
 		return
 	}
+	if r.URL.Path == "/msi/token" && r.Method == http.MethodGet {
+		v.managedIdentity(w, r)
+		return
+	}
 	http.NotFound(w, r)
+}
+
+// managedIdentity answers App Service's managed identity endpoint: the
+// system-assigned identity, or the user-assigned one named by client_id.
+func (v *Vault) managedIdentity(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	switch {
+	case r.Header.Get("X-IDENTITY-HEADER") != v.identityHeader:
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "invalid_header"})
+		return
+	case q.Get("resource") != vaultResource:
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid_resource"})
+		return
+	case q.Has("client_id") && q.Get("client_id") != v.ClientID:
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid_request", "error_description": "no identity " + q.Get("client_id")})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": v.issue(), "token_type": "Bearer", "resource": vaultResource,
+		"expires_on": fmt.Sprint(time.Now().Add(time.Hour).Unix()),
+	})
+}
+
+// issue makes an access token the vault accepts.
+func (v *Vault) issue() string {
+	tok := randomHex(24)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.tokens[tok] = true
+	v.tokensMade++
+	return tok
 }
 
 // token answers the client credentials grant.
@@ -301,6 +385,9 @@ func (v *Vault) token(w http.ResponseWriter, r *http.Request, tenant string) {
 			entraError(w, http.StatusUnauthorized, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
 			return
 		}
+	case f.Get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" &&
+		f.Get("client_assertion") == v.federated:
+		// A workload identity's service account token, trusted by federation.
 	case f.Get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
 		if err := v.checkAssertion(f.Get("client_assertion"), v.entra.URL+r.URL.Path); err != nil {
 			entraError(w, http.StatusUnauthorized, "invalid_client", "AADSTS700027: Client assertion failed signature validation: "+err.Error())
@@ -310,13 +397,8 @@ func (v *Vault) token(w http.ResponseWriter, r *http.Request, tenant string) {
 		entraError(w, http.StatusUnauthorized, "invalid_client", "AADSTS7000218: The request body must contain the parameter 'client_assertion' or 'client_secret'.")
 		return
 	}
-	tok := randomHex(24)
-	v.mu.Lock()
-	v.tokens[tok] = true
-	v.tokensMade++
-	v.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600, "access_token": tok,
+		"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600, "access_token": v.issue(),
 	})
 }
 
@@ -425,6 +507,17 @@ func (v *Vault) serveVault(w http.ResponseWriter, r *http.Request) {
 		vaultError(w, http.StatusUnauthorized, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
 		return
 	}
+	v.mu.Lock()
+	v.inFlight++
+	v.maxFlight = max(v.maxFlight, v.inFlight)
+	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		v.inFlight--
+		v.mu.Unlock()
+	}()
+	// Long enough for the requests a client sends at once to overlap here.
+	time.Sleep(time.Millisecond)
 	name := strings.ToLower(m[1])
 	if !secretName.MatchString(name) {
 		vaultError(w, http.StatusBadRequest, "BadParameter", "The secret name is invalid.")

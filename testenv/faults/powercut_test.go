@@ -204,4 +204,3 @@ func copyDir(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
-

@@ -127,8 +127,9 @@ func LoadConfig(env config.Lookup) (*Config, error) {
 		tenant: strings.TrimSpace(l.String(VarTenant)),
 		client: strings.TrimSpace(l.String(VarClient)),
 		secret: l.String(VarSecret),
-		// Tokens for the vault are fetched rarely and retried by the caller,
-		// so a short per-try timeout keeps a dead network from stalling start-up.
+		// Transient faults (throttling, 5xx, dropped connections) are retried
+		// with backoff; the per-try timeout keeps a silent network from
+		// holding a try, and start-up, for long.
 		retry: policy.RetryOptions{MaxRetries: 4, TryTimeout: 30 * time.Second, RetryDelay: time.Second, MaxRetryDelay: 15 * time.Second},
 	}
 	name := strings.TrimSpace(l.String(VarName))

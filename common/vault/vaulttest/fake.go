@@ -83,7 +83,6 @@ type Vault struct {
 	forbidAll  bool
 	failures   int
 	failStatus int
-	tokens     map[string]bool
 	gets       int
 	tokensMade int
 	inFlight   int
@@ -114,7 +113,6 @@ func New(t testing.TB) *Vault {
 		secrets:   map[string]string{},
 		versions:  map[string]int{},
 		forbidden: map[string]bool{},
-		tokens:    map[string]bool{},
 	}
 	v.entra = startTLS(v.serveEntra)
 	v.kv = startTLS(v.serveVault)
@@ -348,12 +346,17 @@ func (v *Vault) managedIdentity(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// issued holds the access tokens of every fake in the process: azidentity
+// caches managed identity tokens per process, so a later test's fake must
+// accept a token an earlier one issued, as Key Vault would until it expires.
+var issued sync.Map
+
 // issue makes an access token the vault accepts.
 func (v *Vault) issue() string {
 	tok := randomHex(24)
+	issued.Store(tok, true)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.tokens[tok] = true
 	v.tokensMade++
 	return tok
 }
@@ -498,10 +501,7 @@ func (v *Vault) serveVault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	v.mu.Lock()
-	valid := v.tokens[tok]
-	v.mu.Unlock()
-	if !valid {
+	if _, valid := issued.Load(tok); !valid {
 		// The challenge tells the SDK which tenant and resource to get a token for.
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer authorization="%s/%s", resource="%s"`, v.entra.URL, v.TenantID, vaultResource))
 		vaultError(w, http.StatusUnauthorized, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")

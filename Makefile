@@ -9,7 +9,7 @@ GO ?= go
 GOTEST ?= $(GO) test -race -count=1 -timeout 30m
 LDFLAGS := -s -w -X github.com/cloud-block/cloud-block/common/run.Version=$(VERSION)
 
-.PHONY: help setup test test-common lint bench build docs demo clean $(addprefix test-,$(SERVICES)) $(addprefix build-,$(SERVICES))
+.PHONY: help setup test test-common lint bench build docs demo images test-build dockerfiles clean $(addprefix test-,$(SERVICES)) $(addprefix build-,$(SERVICES))
 
 help:
 	@echo "make demo            run the block on a local emulator (SERVICE=$(SERVICES))"
@@ -17,7 +17,9 @@ help:
 	@echo "make test-common     the common pipeline, the test servers and the end-to-end pipeline tests"
 	@echo "make test-<service>  one destination against its emulator: $(SERVICES)"
 	@echo "make bench           throughput, CPU and memory ratios measured within one run"
-	@echo "make build           static binaries for linux amd64, arm64 and arm/v7 into bin/"
+	@echo "make build           static binaries for linux amd64, arm64 and arm/v7 into bin/, checked"
+	@echo "make test-build      build checks on fresh amd64 binaries: static, size budgets, empty root"
+	@echo "make images          multi-arch images with docker buildx (PUSH=1 to push to REGISTRY=$(REGISTRY))"
 	@echo "make docs            regenerate the env tables in each service README"
 	@echo "make lint            gofmt and go vet"
 
@@ -82,13 +84,44 @@ docs:
 	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestEnvTable|TestCommonEnvTable" ./common/run $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
 
 # --- build ----------------------------------------------------------------------
-# Static, stripped, reproducible binaries for the balena device families.
+# Static, stripped, reproducible binaries for the balena device families, then
+# testenv/buildtest on what was written: static, within the size budgets, and the
+# amd64 ones run in an empty root holding only the CA bundle.
 build: $(addprefix build-,$(SERVICES))
+	@BUILDTEST_BIN_DIR=$(CURDIR)/bin BUILDTEST_ARCHS="$(ARCHS)" $(GO) test -count=1 -run TestBinaries ./testenv/buildtest
 $(addprefix build-,$(SERVICES)): build-%:
 	@for arch in $(ARCHS); do \
 		out=bin/linux-$$arch$$( [ $$arch = arm ] && echo v7 )/cloud-block-$*; \
 		( cd services/$* && CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=7 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o ../../$$out . ) || exit 1; \
 		awk -v f=$$out -v s=$$(stat -c %s $$out) 'BEGIN { printf "%-48s %6.1f MiB\n", f, s/1048576 }'; \
+	done
+
+# The same checks on fresh amd64 builds (part of `make test`, through ./testenv/...).
+test-build:
+	$(GOTEST) ./testenv/buildtest
+# Rewrites services/*/Dockerfile from testenv/buildtest/Dockerfile.tmpl.
+dockerfiles:
+	UPDATE_DOCKERFILES=1 $(GO) test -count=1 -run TestDockerfiles ./testenv/buildtest
+
+# --- images -----------------------------------------------------------------------
+# One multi-arch tag per image: $(REGISTRY)/cloud-block-<service>:<tag> for every tag
+# in IMAGE_TAGS, plus the example sensor. The Dockerfiles cross-compile on the
+# builder's platform, so no QEMU is needed. Without PUSH=1 the images stay in the
+# buildx cache (a multi-arch image cannot be loaded into a local image store);
+# PUSH=1 pushes them (docker login first). The compose files use :latest.
+PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
+IMAGE_TAGS ?= $(VERSION) latest
+images:
+	@if ! docker buildx version >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+		echo "make images: no Docker engine with buildx here (\`docker info\` or \`docker buildx version\` failed): no image was built." >&2; \
+		echo "  Run it where a Docker engine with buildx runs. Here, \`make build\` cross-compiles the same binaries and checks them." >&2; \
+		exit 1; \
+	fi
+	@for img in $(SERVICES) sensor; do \
+		if [ $$img = sensor ]; then ctx=examples/sensor; df=examples/sensor/Dockerfile; else ctx=.; df=services/$$img/Dockerfile; fi; \
+		tags=; for t in $(IMAGE_TAGS); do tags="$$tags -t $(REGISTRY)/cloud-block-$$img:$$t"; done; \
+		echo "== $(REGISTRY)/cloud-block-$$img: $(IMAGE_TAGS) for $(PLATFORMS)"; \
+		docker buildx build --platform $(PLATFORMS) -f $$df --build-arg VERSION=$(VERSION) $$tags $(if $(PUSH),--push) $$ctx || exit 1; \
 	done
 
 clean:

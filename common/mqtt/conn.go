@@ -23,6 +23,8 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 16<<10) }
+
 // openConnection dials the broker like paho does for every scheme we accept,
 // and buffers reads.
 func openConnection(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
@@ -53,5 +55,5 @@ func openConnection(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, 16<<10)}, nil
+	return &bufferedConn{Conn: conn, r: newReader(conn)}, nil
 }

@@ -101,20 +101,19 @@ func Run(ctx context.Context, svc Service, args []string, lookup config.Lookup, 
 
 // settings is the validated configuration.
 type settings struct {
-	svc          Service
-	log          *slog.Logger
-	device       string
-	mqtt         mqtt.Options
-	spool        spool.Options
-	deadMax      int64
-	pipe         pipeline.Config
-	readyMaxAge  time.Duration
-	shutdown     time.Duration
-	listen       string
-	snk          sink.Sink
-	fromVault    []string
-	newLogHandle func() slog.Handler
-	vault        *vaultState // nil without Azure Key Vault
+	svc         Service
+	log         *slog.Logger
+	device      string
+	mqtt        mqtt.Options
+	spool       spool.Options
+	deadMax     int64
+	pipe        pipeline.Config
+	readyMaxAge time.Duration
+	shutdown    time.Duration
+	listen      string
+	snk         sink.Sink
+	fromVault   []string
+	vault       *vaultState // nil without Azure Key Vault
 }
 
 func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error) {

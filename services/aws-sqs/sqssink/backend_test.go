@@ -30,7 +30,7 @@ type backend struct {
 	client   *sqs.Client
 }
 
-func newBackend(t *testing.T) *backend {
+func newBackend(t testing.TB) *backend {
 	t.Helper()
 	b := &backend{Endpoint: os.Getenv("SQS_TEST_ENDPOINT"), Region: os.Getenv("SQS_TEST_REGION")}
 	if b.Region == "" {
@@ -58,14 +58,14 @@ func newBackend(t *testing.T) *backend {
 
 // needFake skips tests that must switch the server off, which an external
 // emulator cannot do.
-func (b *backend) needFake(t *testing.T) {
+func (b *backend) needFake(t testing.TB) {
 	if b.Fake == nil {
 		t.Skip("needs the in-process sqsfake (SetDown); SQS_TEST_ENDPOINT is set")
 	}
 }
 
 // createQueue creates a queue with a unique name and returns its name.
-func (b *backend) createQueue(t *testing.T, fifo bool, attrs map[string]string) string {
+func (b *backend) createQueue(t testing.TB, fifo bool, attrs map[string]string) string {
 	t.Helper()
 	var r [4]byte
 	rand.Read(r[:])
@@ -111,7 +111,7 @@ type reader struct {
 	all []received
 }
 
-func (b *backend) reader(t *testing.T, queue string) *reader {
+func (b *backend) reader(t testing.TB, queue string) *reader {
 	t.Helper()
 	out, err := b.client.GetQueueUrl(context.Background(), &sqs.GetQueueUrlInput{QueueName: aws.String(queue)})
 	if err != nil {
@@ -155,7 +155,7 @@ func (r *reader) poll(ctx context.Context) (int, error) {
 }
 
 // until polls until done holds for what was read, or timeout.
-func (r *reader) until(t *testing.T, timeout time.Duration, done func([]received) error) []received {
+func (r *reader) until(t testing.TB, timeout time.Duration, done func([]received) error) []received {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -16,7 +16,7 @@ import (
 )
 
 // maxSize reads the queue's MaximumMessageSize.
-func (b *backend) maxSize(t *testing.T, queue string) int {
+func (b *backend) maxSize(t testing.TB, queue string) int {
 	t.Helper()
 	ctx := context.Background()
 	u, err := b.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(queue)})

@@ -85,10 +85,13 @@ docs:
 
 # --- build ----------------------------------------------------------------------
 # Static, stripped, reproducible binaries for the balena device families, then
-# testenv/buildtest on what was written: static, within the size budgets, and the
-# amd64 ones run in an empty root holding only the CA bundle.
+# testenv/buildtest on what was written (static, within the size budgets, the
+# amd64 ones run in an empty root holding only the CA bundle), and each
+# Dockerfile's build stage run without Docker for arm/v7 (it must give the same
+# bytes as a build in the repository).
 build: $(addprefix build-,$(SERVICES))
-	@BUILDTEST_BIN_DIR=$(CURDIR)/bin BUILDTEST_ARCHS="$(ARCHS)" $(GO) test -count=1 -run TestBinaries ./testenv/buildtest
+	@BUILDTEST_BIN_DIR=$(CURDIR)/bin BUILDTEST_ARCHS="$(ARCHS)" BUILDTEST_DOCKERFILE=1 \
+		$(GO) test -count=1 -timeout 60m -run 'TestBinaries|DockerfileBuildStage' ./testenv/buildtest
 $(addprefix build-,$(SERVICES)): build-%:
 	@for arch in $(ARCHS); do \
 		out=bin/linux-$$arch$$( [ $$arch = arm ] && echo v7 )/cloud-block-$*; \

@@ -2,6 +2,7 @@ package buildtest
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,18 +31,64 @@ func TestDockerfileBuildStage(t *testing.T) {
 				t.Skipf("services/%s/main.go is missing: the service has not landed yet", svc)
 			}
 			tmp := t.TempDir()
-			out := runBuildStage(t, filepath.Join(root, "services", svc, "Dockerfile"), tmp, map[string]string{
+			out := runBuildStage(t, filepath.Join(root, "services", svc, "Dockerfile"), root, tmp, map[string]string{
 				"BUILDPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETARCH": "arm", "TARGETVARIANT": "v7", "VERSION": version,
 			})
 			bin := filepath.Join(tmp, "out", "cloud-block-"+svc)
 			checkELF(t, bin, "arm")
 			checkSize(t, bin, svc)
+			checkReproducible(t, bin, svc)
 			for _, src := range out {
 				if _, err := os.Stat(mapPath(tmp, src)); err != nil {
 					t.Errorf("the final stage copies %s from the build stage, which does not have it: %v", src, err)
 				}
 			}
 		})
+	}
+}
+
+// TestSensorDockerfileBuildStage does the same for the example sensor, built
+// from its own folder as a module of its own.
+func TestSensorDockerfileBuildStage(t *testing.T) {
+	if os.Getenv("BUILDTEST_DOCKERFILE") == "" {
+		t.Skip("BUILDTEST_DOCKERFILE=1 runs the Dockerfiles' build stages (make build does)")
+	}
+	tmp := t.TempDir()
+	dir := filepath.Join(root, "examples", "sensor")
+	out := runBuildStage(t, filepath.Join(dir, "Dockerfile"), dir, tmp, map[string]string{
+		"BUILDPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETARCH": "arm", "TARGETVARIANT": "v7",
+	})
+	checkELF(t, filepath.Join(tmp, "out", "sensor"), "arm")
+	for _, src := range out {
+		if _, err := os.Stat(mapPath(tmp, src)); err != nil {
+			t.Errorf("the final stage copies %s from the build stage, which does not have it: %v", src, err)
+		}
+	}
+}
+
+// checkReproducible builds the service again, in the repository rather than
+// the copy, with the Dockerfile's flags: the bytes must be the same, so an
+// image's binary does not depend on where or by whom it was built.
+func checkReproducible(t *testing.T, bin, svc string) {
+	t.Helper()
+	again := filepath.Join(t.TempDir(), "again")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid= -X github.com/cloud-block/cloud-block/common/run.Version="+version,
+		"-o", again, ".")
+	cmd.Dir = filepath.Join(root, "services", svc)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	a, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Errorf("the Dockerfile's build and a build in the repository differ (%d and %d bytes): not reproducible", len(a), len(b))
 	}
 }
 
@@ -89,7 +136,7 @@ func mapPath(tmp, p string) string {
 
 // runBuildStage executes the first stage and returns the paths the later
 // stages copy from it.
-func runBuildStage(t *testing.T, dockerfile, tmp string, args map[string]string) []string {
+func runBuildStage(t *testing.T, dockerfile, context, tmp string, args map[string]string) []string {
 	t.Helper()
 	stage := -1
 	workdir := "/"
@@ -127,10 +174,21 @@ func runBuildStage(t *testing.T, dockerfile, tmp string, args map[string]string)
 			if !filepath.IsAbs(dst) {
 				dst = filepath.Join(workdir, dst)
 			}
-			for _, src := range f[:len(f)-1] {
-				copyTree(t, filepath.Join(root, src), mapPath(tmp, dst), strings.HasSuffix(f[len(f)-1], "/"))
+			for _, pattern := range f[:len(f)-1] {
+				srcs, err := filepath.Glob(filepath.Join(context, pattern))
+				if err != nil || len(srcs) == 0 {
+					t.Fatalf("COPY %s: nothing matches in %s", pattern, context)
+				}
+				for _, src := range srcs {
+					copyTree(t, src, mapPath(tmp, dst), strings.HasSuffix(f[len(f)-1], "/"))
+				}
 			}
 		case "RUN":
+			// Cache mounts change nothing but speed; here the host's caches serve.
+			for strings.HasPrefix(rest, "--mount=") {
+				_, rest, _ = strings.Cut(rest, " ")
+				rest = strings.TrimSpace(rest)
+			}
 			// The image's absolute paths live under tmp here.
 			script := strings.ReplaceAll(rest, " /out/", " "+tmp+"/out/")
 			cmd := exec.Command("sh", "-ec", script)

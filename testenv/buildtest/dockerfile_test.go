@@ -19,7 +19,7 @@ func TestDockerfiles(t *testing.T) {
 	tmpl := template.Must(template.ParseFiles(filepath.Join(root, "testenv", "buildtest", "Dockerfile.tmpl")))
 	for _, svc := range services(t) {
 		var want bytes.Buffer
-		if err := tmpl.Execute(&want, map[string]string{"Service": svc, "GoVersion": goImage}); err != nil {
+		if err := tmpl.Execute(&want, map[string]any{"Service": svc, "GoVersion": goImage, "Modules": workModules(t)}); err != nil {
 			t.Fatal(err)
 		}
 		path := filepath.Join(root, "services", svc, "Dockerfile")
@@ -39,6 +39,35 @@ func TestDockerfiles(t *testing.T) {
 		}
 		checkDockerfile(t, svc, string(got))
 	}
+}
+
+// workModules lists the folders of go.work's use directive, which the images
+// build in, except common (copied whole).
+func workModules(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "go.work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mods []string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "use (":
+			in = true
+		case in && line == ")":
+			in = false
+		case in && line != "" && !strings.HasPrefix(line, "//"):
+			if m := strings.TrimPrefix(line, "./"); m != "common" {
+				mods = append(mods, m)
+			}
+		}
+	}
+	if len(mods) == 0 {
+		t.Fatal("go.work: no use (...) block")
+	}
+	return mods
 }
 
 // checkDockerfile states what the issue asks of every image, so an edit of

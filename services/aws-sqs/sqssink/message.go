@@ -65,9 +65,9 @@ func sqsText(p string) bool {
 // text (an MQTT topic may hold control characters).
 func textAttr(s string) types.MessageAttributeValue {
 	if sqsText(s) {
-		return types.MessageAttributeValue{DataType: ptr(typeString), StringValue: ptr(s)}
+		return types.MessageAttributeValue{DataType: stringType, StringValue: ptr(s)}
 	}
-	return types.MessageAttributeValue{DataType: ptr(typeBinary), BinaryValue: []byte(s)}
+	return types.MessageAttributeValue{DataType: binaryType, BinaryValue: []byte(s)}
 }
 
 // attrSize is what an attribute counts against MaximumMessageSize: its name,
@@ -80,17 +80,17 @@ func attrSize(name string, v types.MessageAttributeValue) int {
 	return n + len(v.BinaryValue)
 }
 
-// body returns the message body for payload p and its AttrEncoding ("" when
-// the body is the payload).
-func body(p []byte) (string, string) {
+// body returns the message body for payload p and its AttrEncoding value
+// (nil when the body is the payload).
+func body(p []byte) (string, *string) {
 	if len(p) == 0 {
-		return EmptyBody, EncodingEmpty
+		return EmptyBody, emptyValue
 	}
 	// The body needs a string copy anyway; a binary payload wastes it.
 	if s := string(p); sqsText(s) {
-		return s, ""
+		return s, nil
 	}
-	return base64.StdEncoding.EncodeToString(p), EncodingBase64
+	return base64.StdEncoding.EncodeToString(p), base64Value
 }
 
 // entry is one message ready for SendMessageBatch.
@@ -106,15 +106,15 @@ func (c *conn) entry(i int, m sink.Message) entry {
 	b, enc := body(m.Payload)
 	attrs := make(map[string]types.MessageAttributeValue, 5)
 	attrs[AttrTopic] = textAttr(m.Topic)
-	attrs[AttrReceived] = types.MessageAttributeValue{DataType: ptr(typeString), StringValue: ptr(m.Received.UTC().Format(ReceivedLayout))}
-	attrs[AttrID] = types.MessageAttributeValue{DataType: ptr(typeString), StringValue: ptr(m.ID)}
+	attrs[AttrReceived] = types.MessageAttributeValue{DataType: stringType, StringValue: ptr(m.Received.UTC().Format(ReceivedLayout))}
+	attrs[AttrID] = types.MessageAttributeValue{DataType: stringType, StringValue: ptr(m.ID)}
 	if c.device.DataType != nil {
 		attrs[AttrDevice] = c.device
 	}
-	if enc != "" {
-		attrs[AttrEncoding] = types.MessageAttributeValue{DataType: ptr(typeString), StringValue: ptr(enc)}
+	if enc != nil {
+		attrs[AttrEncoding] = types.MessageAttributeValue{DataType: stringType, StringValue: enc}
 	}
-	out := entry{i: i, size: len(b), coded: enc != ""}
+	out := entry{i: i, size: len(b), coded: enc == base64Value}
 	for name, v := range attrs {
 		out.size += attrSize(name, v)
 	}
@@ -156,3 +156,11 @@ func validGroupID(s string) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Shared, never written: one allocation fewer per attribute.
+var (
+	stringType  = ptr(typeString)
+	binaryType  = ptr(typeBinary)
+	base64Value = ptr(EncodingBase64)
+	emptyValue  = ptr(EncodingEmpty)
+)

@@ -42,7 +42,10 @@ type demo struct {
 }
 
 func newDemo(root string, cfg config, out io.Writer) (*demo, error) {
-	work := filepath.Join(root, ".cache", "demo", cfg.Service)
+	work := cfg.Work
+	if work == "" {
+		work = filepath.Join(root, ".cache", "demo", cfg.Service)
+	}
 	// A fresh start every run: an old buffer would deliver old messages into
 	// a new, empty emulator and muddle what the demo shows.
 	if err := os.RemoveAll(work); err != nil {
@@ -197,9 +200,6 @@ func (d *demo) startBlock(service, broker string, destEnv []string) (*procs.Proc
 		"HTTP_LISTEN=" + httpAddr,
 		"BALENA_DEVICE_UUID=" + demoDevice,
 		"LOG_LEVEL=info",
-		// Object stores batch for a minute by default; a demo wants to see
-		// data within seconds.
-		"BATCH_MAX_WAIT=2s",
 		"RETRY_INITIAL_BACKOFF=200ms",
 		"RETRY_MAX_BACKOFF=2s",
 	}
@@ -242,15 +242,8 @@ func (d *demo) startSensor(broker string) (*procs.Proc, error) {
 		return nil, err
 	}
 	// The sensor retries until the broker answers; it says so once connected.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.Log(), `"msg":"connected"`) {
-		if err := d.exited(); err != nil {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the sensor did not connect within 10s; its log:\n%s", tail(p.Log(), 2000))
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := d.waitLog(p, `"msg":"connected"`, 10*time.Second); err != nil {
+		return nil, err
 	}
 	d.say("sensor publishing a reading to %q every %s (QoS 1, persistent session)", demoTopic, d.cfg.Interval)
 	return p, nil

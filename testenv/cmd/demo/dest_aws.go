@@ -15,7 +15,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
-	"github.com/cloud-block/cloud-block/common/objstore"
+	"github.com/cloud-block/cloud-block/testenv/cmd/demo/internal/show"
 	"github.com/cloud-block/cloud-block/testenv/sqsfake"
 )
 
@@ -45,37 +45,13 @@ func serveLocal(d *demo, h http.Handler) (string, error) {
 	return "http://" + l.Addr().String(), nil
 }
 
-// objectArrival decodes an object store object: NDJSON batches line by line,
-// anything else (message mode) as one payload.
-func objectArrival(label string, body []byte) arrival {
-	a := arrival{Label: fmt.Sprintf("%s (%d bytes)", label, len(body))}
-	lines, err := objstore.Decode(body, objstore.EncodingGzip)
-	if err != nil {
-		a.Lines = []string{string(body)}
-		a.Payloads = [][]byte{body}
-		return a
-	}
-	a.Label = fmt.Sprintf("%s (%s)", label, plural(len(lines), "message"))
-	raw := body
-	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-		raw = nil // gzip: print the decoded payloads instead
-	}
-	for i, l := range lines {
-		a.Payloads = append(a.Payloads, l.Payload)
-		if raw != nil {
-			line, rest, _ := bytes.Cut(raw, []byte{'\n'})
-			raw = rest
-			a.Lines = append(a.Lines, string(line))
-		} else if i < showLines+1 {
-			a.Lines = append(a.Lines, string(l.Payload))
-		}
-	}
-	return a
-}
-
 // --- AWS S3: gofakes3 in this process ------------------------------------------
 
 const demoBucket = "demo-bucket"
+
+// objectStoreWait shortens the object stores' batching: they write an object
+// a minute by default, and a demo wants to show objects within seconds.
+const objectStoreWait = "BATCH_MAX_WAIT=2s"
 
 type s3Dest struct {
 	backend *s3mem.Backend
@@ -100,6 +76,7 @@ func (s *s3Dest) Start(ctx context.Context, d *demo) ([]string, error) {
 	d.say("S3 emulator on %s with bucket %s", url, demoBucket)
 	return []string{
 		"AWS_S3_BUCKET=" + demoBucket,
+		objectStoreWait,
 		"AWS_S3_REGION=us-east-1",
 		"AWS_S3_ENDPOINT=" + url,
 		// gofakes3 takes any credentials; the block wants some.
@@ -108,12 +85,12 @@ func (s *s3Dest) Start(ctx context.Context, d *demo) ([]string, error) {
 	}, nil
 }
 
-func (s *s3Dest) Peek(ctx context.Context) ([]arrival, error) {
+func (s *s3Dest) Peek(ctx context.Context) ([]show.Arrival, error) {
 	list, err := s.backend.ListBucket(demoBucket, nil, gofakes3.ListBucketPage{})
 	if err != nil {
 		return nil, err
 	}
-	var out []arrival
+	var out []show.Arrival
 	for _, c := range list.Contents {
 		if s.seen[c.Key] {
 			continue
@@ -128,7 +105,7 @@ func (s *s3Dest) Peek(ctx context.Context) ([]arrival, error) {
 			return out, err
 		}
 		s.seen[c.Key] = true
-		out = append(out, objectArrival("s3://"+demoBucket+"/"+c.Key, body))
+		out = append(out, show.Object("s3://"+demoBucket+"/"+c.Key, body))
 	}
 	return out, nil
 }
@@ -196,7 +173,7 @@ func (s *sqsDest) call(ctx context.Context, action string, in, out any) error {
 }
 
 // Peek receives what is queued, as a consumer would, and deletes it.
-func (s *sqsDest) Peek(ctx context.Context) ([]arrival, error) {
+func (s *sqsDest) Peek(ctx context.Context) ([]show.Arrival, error) {
 	type message struct{ MessageId, ReceiptHandle, Body string }
 	var all []message
 	for {
@@ -224,12 +201,11 @@ func (s *sqsDest) Peek(ctx context.Context) ([]arrival, error) {
 	if len(all) == 0 {
 		return nil, nil
 	}
-	a := arrival{Label: fmt.Sprintf("%s received from %s (and deleted)", plural(len(all), "message"), demoQueue)}
+	var bodies [][]byte
 	for _, m := range all {
-		a.Payloads = append(a.Payloads, []byte(m.Body))
-		a.Lines = append(a.Lines, m.Body)
+		bodies = append(bodies, []byte(m.Body))
 	}
-	return []arrival{a}, nil
+	return []show.Arrival{show.Messages("received from "+demoQueue+" (and deleted)", bodies)}, nil
 }
 
 func (s *sqsDest) Stop() {}

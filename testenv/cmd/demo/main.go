@@ -56,6 +56,8 @@ type config struct {
 	Every    time.Duration
 	// Root is the repository root; found from the working directory if empty.
 	Root string
+	// Work is where binaries, logs and the buffer go (default .cache/demo/<service>).
+	Work string
 }
 
 // errUnavailable marks a destination the demo cannot show in this checkout.
@@ -164,7 +166,7 @@ loop:
 	sensor.Stop()
 	published := sensorCount(sensor.Log())
 	drained := w.drain(hard, 15*time.Second)
-	w.report(hard)
+	w.final(hard)
 	block.Stop()
 	stats := blockStopped(block.Log())
 	dest.Stop()

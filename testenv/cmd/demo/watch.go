@@ -11,16 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-block/cloud-block/testenv/cmd/demo/internal/show"
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
-
-// arrival is something the emulator received since the last look: an
-// object, or a group of messages.
-type arrival struct {
-	Label    string   `json:"label"`
-	Lines    []string `json:"lines,omitempty"`    // what to print, as stored
-	Payloads [][]byte `json:"payloads,omitempty"` // the MQTT payloads it carries
-}
 
 // destination is one cloud's emulator, as the demo drives it.
 type destination interface {
@@ -32,7 +25,7 @@ type destination interface {
 	// Start launches the emulator and returns the block's variables for it.
 	Start(ctx context.Context, d *demo) ([]string, error)
 	// Peek returns what arrived since the previous call.
-	Peek(ctx context.Context) ([]arrival, error)
+	Peek(ctx context.Context) ([]show.Arrival, error)
 	// Stop ends in-process emulators (processes are stopped by the demo).
 	Stop()
 }
@@ -57,19 +50,51 @@ const (
 )
 
 func (w *watcher) report(ctx context.Context) {
-	if m, err := scrape(ctx, w.d.metricsURL); err == nil {
-		w.d.say("block: received %s, acknowledged %s, delivered %s, in buffer %s, oldest unsent %ss, mqtt %s, destination %s",
-			m.n("cloudblock_received_total"), m.n("cloudblock_acknowledged_total"), m.n("cloudblock_delivered_total"),
-			m.n("cloudblock_spool_messages"), m.f1("cloudblock_oldest_unsent_age_seconds"),
-			m.up("cloudblock_mqtt_connected"), m.up("cloudblock_destination_connected"))
-	} else {
-		w.d.say("block: /metrics did not answer: %v", err)
+	w.metricsLine(ctx)
+	w.print(w.peek(ctx))
+}
+
+// final is the last report: the readers of some emulators poll, so it waits
+// up to a few seconds for everything the block delivered to show up.
+func (w *watcher) final(ctx context.Context) {
+	m, err := w.metricsLine(ctx)
+	var got []show.Arrival
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		more := w.peek(ctx)
+		got = append(got, more...)
+		seen := len(w.readings) + w.dups
+		for _, a := range got {
+			seen += len(a.Payloads)
+		}
+		if err != nil || float64(seen) >= m["cloudblock_delivered_total"] || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	peekCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	got, err := w.dest.Peek(peekCtx)
+	w.print(got)
+}
+
+func (w *watcher) metricsLine(ctx context.Context) (metrics, error) {
+	m, err := scrape(ctx, w.d.metricsURL)
 	if err != nil {
-		// Printed once, not at every report, while it stays the same.
+		w.d.say("block: /metrics did not answer: %v", err)
+		return nil, err
+	}
+	w.d.say("block: received %s, acknowledged %s, delivered %s, in buffer %s, oldest unsent %ss, mqtt %s, destination %s",
+		m.n("cloudblock_received_total"), m.n("cloudblock_acknowledged_total"), m.n("cloudblock_delivered_total"),
+		m.n("cloudblock_spool_messages"), m.f1("cloudblock_oldest_unsent_age_seconds"),
+		m.up("cloudblock_mqtt_connected"), m.up("cloudblock_destination_connected"))
+	return m, nil
+}
+
+// peek asks the emulator what arrived; an error is printed once while it
+// stays the same, not at every report.
+func (w *watcher) peek(ctx context.Context) []show.Arrival {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	got, err := w.dest.Peek(ctx)
+	if err != nil {
 		if err.Error() != w.lastErr {
 			w.d.say("emulator: reading back failed: %v", err)
 			w.lastErr = err.Error()
@@ -77,6 +102,11 @@ func (w *watcher) report(ctx context.Context) {
 	} else {
 		w.lastErr = ""
 	}
+	return got
+}
+
+// print shows a few arrivals in full and counts all of them.
+func (w *watcher) print(got []show.Arrival) {
 	if len(got) == 0 {
 		return
 	}
@@ -102,7 +132,7 @@ func (w *watcher) report(ctx context.Context) {
 		w.d.indent(fmt.Sprintf("+ %d more", len(got)-showArrivals))
 	}
 	w.arrivals += len(got)
-	w.d.say("emulator now holds %s (%s)", plural(len(w.readings), "distinct sensor reading"), plural(w.dups, "duplicate"))
+	w.d.say("emulator now holds %s (%s)", show.Plural(len(w.readings), "distinct sensor reading"), show.Plural(w.dups, "duplicate"))
 }
 
 // count records the sensor readings among payloads, by their boot and seq.
@@ -218,10 +248,3 @@ func blockStopped(log string) string {
 	return "an unknown number of messages (no stop line in its log)"
 }
 
-// plural is "1 message", "2 messages".
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}

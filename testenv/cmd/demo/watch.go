@@ -247,4 +247,3 @@ func blockStopped(log string) string {
 	}
 	return "an unknown number of messages (no stop line in its log)"
 }
-

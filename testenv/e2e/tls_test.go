@@ -93,6 +93,7 @@ func TestMQTTOverTLSWithClientCertificate(t *testing.T) {
 		"LOCAL_MQTT_HOST": fmt.Sprintf("mqtts://127.0.0.1:%d", tlsPort),
 		"LOCAL_MQTT_CA":   string(otherCA.cert),
 	})
+	bad.NoSubscribeWait = true
 	bad.Start()
 	var body string
 	err := procs.WaitFor(context.Background(), 30*time.Second, func() error {

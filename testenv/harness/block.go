@@ -64,6 +64,9 @@ type Block struct {
 	logDir  string
 	Starts  int
 	allLogs []string
+	// NoSubscribeWait makes Start return once /live answers, without waiting
+	// for the MQTT subscription (for tests of a block that cannot connect).
+	NoSubscribeWait bool
 }
 
 // NewBlock prepares a block for bin with the broker and a fresh buffer
@@ -98,7 +101,10 @@ func NewBlock(t testing.TB, bin string, broker *Mosquitto, env map[string]string
 	return b
 }
 
-// Start runs the binary and waits for /live.
+// Start runs the binary and waits for /live and for the MQTT subscription:
+// before the first subscription of a persistent session, the broker does
+// not queue anything for the block, so a test publishing earlier could
+// lose messages that no block is promised.
 func (b *Block) Start() {
 	b.t.Helper()
 	var env []string
@@ -122,6 +128,9 @@ func (b *Block) Start() {
 	b.proc = p
 	b.Starts++
 	b.allLogs = append(b.allLogs, p.LogPath)
+	if !b.NoSubscribeWait {
+		b.WaitMetric("cloudblock_mqtt_connected", 30*time.Second, func(v float64) bool { return v == 1 })
+	}
 }
 
 // Kill sends SIGKILL.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloud-block/cloud-block/testenv/emulators"
+	"github.com/cloud-block/cloud-block/testenv/filesink"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
@@ -80,7 +81,7 @@ func TestE2EByteExact(t *testing.T) {
 	// pstest takes 4 MiB a request; one batch in flight keeps the client
 	// from putting the largest message and another batch in one request.
 	e := newE2E(t, map[string]string{"BATCH_CONCURRENCY": "1"})
-	e.block.Start()
+	startSubscribed(t, e.block)
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	pub.Publish(0, n/2, 0)
 
@@ -143,7 +144,7 @@ func TestE2EByteExact(t *testing.T) {
 func TestE2EKill9(t *testing.T) {
 	const n, size, kills = 20000, 200, 5
 	e := newE2E(t, map[string]string{"BATCH_MAX_MESSAGES": "200"})
-	e.block.Start()
+	startSubscribed(t, e.block)
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	done := make(chan struct{})
 	go func() {
@@ -169,7 +170,7 @@ func TestE2EKill9(t *testing.T) {
 func TestE2EEmulatorOutage(t *testing.T) {
 	const n, size, before = 3000, 200, 500
 	e := newE2E(t, map[string]string{"READY_MAX_UNSENT_AGE": "5s"})
-	e.block.Start()
+	startSubscribed(t, e.block)
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	pub.Publish(0, before, 0)
 	// The emulator keeps messages in memory only: read them before it stops.
@@ -203,21 +204,54 @@ func TestE2EEmulatorOutage(t *testing.T) {
 }
 
 // The block's own CPU per message delivered (MQTT in, spool, Pub/Sub out),
-// from the process's rusage. Logged, not asserted: benchmarks are `make bench`.
+// from the process's rusage, beside the same for the file test destination
+// in the same run, so what Pub/Sub costs can be told from what the machine
+// is doing meanwhile. Logged, not asserted: benchmarks are `make bench`.
 func TestE2ECPUPerMessage(t *testing.T) {
 	const n, size = 20000, 200
 	e := newE2E(t, nil)
-	e.block.Start()
+	startSubscribed(t, e.block)
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	start := time.Now()
 	pub.Publish(0, n, 0)
 	e.waitAll(t, n, size, 2*time.Minute)
-	took := time.Since(start)
-	p := e.block.Proc()
-	e.block.Stop()
+	ps := cpuOf(t, e.block, n, time.Since(start))
+
+	out := filepath.Join(t.TempDir(), "delivered.ndjson")
+	file := harness.NewBlock(t, harness.Build(t, "testenv/cmd/filedest"), e.broker, map[string]string{"FILE_SINK_PATH": out, "LOCAL_MQTT_CLIENT_ID": "file-baseline"})
+	startSubscribed(t, file)
+	fpub := harness.NewPublisher(t, e.broker, "cloud-input", size)
+	start = time.Now()
+	fpub.Publish(0, n, 0)
+	err := procs.WaitFor(context.Background(), 2*time.Minute, func() error {
+		lines, err := filesink.Read(out)
+		if err == nil && len(lines) < n {
+			err = fmt.Errorf("%d of %d delivered", len(lines), n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := cpuOf(t, file, n, time.Since(start))
+	t.Logf("block CPU a message: gcp-pubsub %.1f µs, file destination %.1f µs (the common pipeline with a JSON file, fsync'd per batch, as destination)", ps, fs)
+}
+
+// cpuOf stops the block and returns its CPU time per message in µs.
+func cpuOf(t *testing.T, b *harness.Block, n int, took time.Duration) float64 {
+	p := b.Proc()
+	b.Stop()
 	st := p.Cmd.ProcessState
 	cpu := st.UserTime() + st.SystemTime()
-	t.Logf("%d messages of %d bytes in %s: block CPU %s (user %s, system %s) = %.1f µs a message",
-		n, size, took.Round(time.Millisecond), cpu.Round(time.Millisecond), st.UserTime().Round(time.Millisecond),
-		st.SystemTime().Round(time.Millisecond), float64(cpu.Microseconds())/n)
+	t.Logf("%s: %d messages in %s, CPU %s (user %s, system %s)", filepath.Base(b.Bin), n, took.Round(time.Millisecond),
+		cpu.Round(time.Millisecond), st.UserTime().Round(time.Millisecond), st.SystemTime().Round(time.Millisecond))
+	return float64(cpu.Microseconds()) / float64(n)
+}
+
+// startSubscribed starts a block for the first time and waits until it has
+// subscribed: the broker keeps messages for its session only from then on.
+func startSubscribed(t *testing.T, b *harness.Block) {
+	t.Helper()
+	b.Start()
+	b.WaitMetric("cloudblock_mqtt_connected", 30*time.Second, func(v float64) bool { return v == 1 })
 }

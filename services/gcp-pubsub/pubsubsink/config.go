@@ -78,7 +78,7 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	} else {
 		info.Log.Info("publishing to Pub/Sub", "topic", cfg.topic, "credentials", cfg.creds.Source, "ordering_key", cfg.ordering)
 	}
-	return newSink(cfg, dialSDK, info.Log), nil
+	return newSink(cfg, dialSDK), nil
 }
 
 func load(l *config.Loader, device string) settings {

@@ -104,7 +104,7 @@ func envSink(t *testing.T, env map[string]string) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSink(cfg, dialSDK, discard)
+	return newSink(cfg, dialSDK)
 }
 
 func emulatorEnv(ps *emulators.PubSub, topic string) map[string]string {

@@ -2,8 +2,6 @@ package pubsubsink
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 
@@ -111,8 +109,6 @@ func loadEnv(env map[string]string) (settings, error) {
 	return cfg, l.Err()
 }
 
-var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // fakeSink returns a sink on f configured from env (plus a topic and project).
 func fakeSink(t *testing.T, f *fakePub, env map[string]string) *Sink {
 	t.Helper()
@@ -124,5 +120,5 @@ func fakeSink(t *testing.T, f *fakePub, env map[string]string) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSink(cfg, func(context.Context, settings) (publisher, error) { return f, nil }, discard)
+	return newSink(cfg, func(context.Context, settings) (publisher, error) { return f, nil })
 }

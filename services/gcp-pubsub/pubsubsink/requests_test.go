@@ -92,7 +92,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := newSink(cfg, dialSDK, discard)
+	s := newSink(cfg, dialSDK)
 	ctx := context.Background()
 	if err := s.Connect(ctx); err != nil {
 		b.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -44,15 +43,12 @@ func maxBatchBytes(topic string) int {
 type Sink struct {
 	cfg  settings
 	dial dialer
-	log  *slog.Logger
 
 	mu  sync.Mutex
 	pub publisher
 }
 
-func newSink(cfg settings, dial dialer, log *slog.Logger) *Sink {
-	return &Sink{cfg: cfg, dial: dial, log: log}
-}
+func newSink(cfg settings, dial dialer) *Sink { return &Sink{cfg: cfg, dial: dial} }
 
 // Connect creates the client once.
 func (s *Sink) Connect(ctx context.Context) error {

@@ -81,7 +81,7 @@ func TestE2EByteExact(t *testing.T) {
 	// pstest takes 4 MiB a request; one batch in flight keeps the client
 	// from putting the largest message and another batch in one request.
 	e := newE2E(t, map[string]string{"BATCH_CONCURRENCY": "1"})
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	pub.Publish(0, n/2, 0)
 
@@ -144,7 +144,7 @@ func TestE2EByteExact(t *testing.T) {
 func TestE2EKill9(t *testing.T) {
 	const n, size, kills = 20000, 200, 5
 	e := newE2E(t, map[string]string{"BATCH_MAX_MESSAGES": "200"})
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	done := make(chan struct{})
 	go func() {
@@ -170,7 +170,7 @@ func TestE2EKill9(t *testing.T) {
 func TestE2EEmulatorOutage(t *testing.T) {
 	const n, size, before = 3000, 200, 500
 	e := newE2E(t, map[string]string{"READY_MAX_UNSENT_AGE": "5s"})
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	pub.Publish(0, before, 0)
 	// The emulator keeps messages in memory only: read them before it stops.
@@ -210,7 +210,7 @@ func TestE2EEmulatorOutage(t *testing.T) {
 func TestE2ECPUPerMessage(t *testing.T) {
 	const n, size = 20000, 200
 	e := newE2E(t, nil)
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	start := time.Now()
 	pub.Publish(0, n, 0)
@@ -219,7 +219,7 @@ func TestE2ECPUPerMessage(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "delivered.ndjson")
 	file := harness.NewBlock(t, harness.Build(t, "testenv/cmd/filedest"), e.broker, map[string]string{"FILE_SINK_PATH": out, "LOCAL_MQTT_CLIENT_ID": "file-baseline"})
-	startSubscribed(t, file)
+	file.Start()
 	fpub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	start = time.Now()
 	fpub.Publish(0, n, 0)
@@ -246,12 +246,4 @@ func cpuOf(t *testing.T, b *harness.Block, n int, took time.Duration) float64 {
 	t.Logf("%s: %d messages in %s, CPU %s (user %s, system %s)", filepath.Base(b.Bin), n, took.Round(time.Millisecond),
 		cpu.Round(time.Millisecond), st.UserTime().Round(time.Millisecond), st.SystemTime().Round(time.Millisecond))
 	return float64(cpu.Microseconds()) / float64(n)
-}
-
-// startSubscribed starts a block for the first time and waits until it has
-// subscribed: the broker keeps messages for its session only from then on.
-func startSubscribed(t *testing.T, b *harness.Block) {
-	t.Helper()
-	b.Start()
-	b.WaitMetric("cloudblock_mqtt_connected", 30*time.Second, func(v float64) bool { return v == 1 })
 }

@@ -108,7 +108,7 @@ func duplicateIDs(lines []objstore.Line) int {
 func TestE2EByteExact(t *testing.T) {
 	const n, size = 1000, 200
 	e := newE2E(t, nil)
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	pub.Publish(0, n/2, 0)
 
@@ -177,7 +177,7 @@ func TestE2EByteExact(t *testing.T) {
 func TestE2EKill9(t *testing.T) {
 	const n, size, kills = 20000, 200, 5
 	e := newE2E(t, nil)
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	done := make(chan struct{})
 	go func() {
@@ -204,7 +204,7 @@ func TestE2EKill9(t *testing.T) {
 func TestE2EEmulatorOutage(t *testing.T) {
 	const n, size, before = 3000, 200, 500
 	e := newE2E(t, map[string]string{"READY_MAX_UNSENT_AGE": "5s"})
-	startSubscribed(t, e.block)
+	e.block.Start()
 	pub := harness.NewPublisher(t, e.broker, "cloud-input", size)
 	pub.Publish(0, before, 0)
 	// The emulator keeps objects in memory only: read them before it stops.
@@ -254,12 +254,4 @@ func TestE2EEmulatorOutage(t *testing.T) {
 	if code, body := e.block.Ready(); code != 200 {
 		t.Errorf("/ready after the outage = %d %s", code, body)
 	}
-}
-
-// startSubscribed starts a block for the first time and waits until it has
-// subscribed: the broker keeps messages for its session only from then on.
-func startSubscribed(t *testing.T, b *harness.Block) {
-	t.Helper()
-	b.Start()
-	b.WaitMetric("cloudblock_mqtt_connected", 30*time.Second, func(v float64) bool { return v == 1 })
 }

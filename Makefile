@@ -56,6 +56,7 @@ demo-setup-gcp-storage:
 demo: .cache/setup-mosquitto
 	@case " $(SERVICES) " in *" $(SERVICE) "*) ;; *) echo "make demo: SERVICE=$(SERVICE) is not one of: $(SERVICES)" >&2; exit 2;; esac
 	@$(MAKE) --no-print-directory demo-setup-$(SERVICE)
+	@echo "make demo: building the demo (a minute or two the first time, then seconds)"
 	@$(GO) build -o .cache/bin/demo ./testenv/cmd/demo
 	@.cache/bin/demo -service $(SERVICE)
 .PHONY: $(addprefix demo-setup-,$(SERVICES))

@@ -113,6 +113,8 @@ dockerfiles:
 # builder's platform, so no QEMU is needed. Without PUSH=1 the images stay in the
 # buildx cache (a multi-arch image cannot be loaded into a local image store);
 # PUSH=1 pushes them (docker login first). The compose files use :latest.
+# Without a Docker engine it exits 1: no image was built, and a script calling it
+# must not believe otherwise.
 PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
 IMAGE_TAGS ?= $(VERSION) latest
 images:

@@ -272,3 +272,12 @@ func canChroot(t *testing.T) {
 		t.Skip("the empty-root checks need chroot (coreutils)")
 	}
 }
+
+// TestMain removes the binaries the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, dir := range builds.dirs {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}

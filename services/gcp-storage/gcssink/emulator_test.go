@@ -149,7 +149,7 @@ func TestEmulatorObjects(t *testing.T) {
 	}
 
 	// The emulator honours the precondition the sink relies on.
-	ins := s.ins.(rawInserter)
+	ins := s.ins.(storageInserter)
 	err := ins.Insert(ctx, "objects", &objstore.Object{Key: o.key, Body: []byte("other"), ContentType: "text/plain"})
 	var ge *googleapi.Error
 	if !errors.As(err, &ge) || ge.Code != 412 {

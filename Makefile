@@ -67,7 +67,7 @@ demo: .cache/setup-mosquitto
 # fastest way through the lot.
 # The fault suite (testenv/faults) runs here at a reduced scale that fits CI's
 # budget; `make test-faults` runs it at the issue's full scale.
-PKGS := ./common/... ./testenv/... ./examples/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
+PKGS := ./common/... ./testenv/... ./examples/sensor/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
 FAULTS_REDUCED := FAULTS_MESSAGES=5000 FAULTS_KILLS=3 FAULTS_OUTAGE=10s
 test: lint setup $(addprefix setup-,$(SERVICES))
 	$(FAULTS_REDUCED) $(GOTEST) $(PKGS)

@@ -82,8 +82,8 @@ lint:
 	@out=$$(gofmt -l common testenv services examples); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-bench: .cache/setup-mosquitto
-	CLOUDBLOCK_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'Bench' -v ./testenv/bench/ | grep -v '^=== \|^--- \|^PASS\|^ok'
+bench: setup
+	CLOUDBLOCK_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestBenchPipeline|TestBenchServices' -v ./testenv/bench/ | grep -v '^=== \|^--- \|^PASS\|^ok'
 
 docs:
 	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestEnvTable|TestCommonEnvTable" ./common/run $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))

@@ -75,12 +75,17 @@ type result struct {
 }
 
 func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]string) result {
-	bin := harness.Build(t, "testenv/cmd/filedest")
 	out := filepath.Join(t.TempDir(), "out.ndjson")
 	all := map[string]string{"FILE_SINK_PATH": out, "LOG_LEVEL": "warn"}
 	for k, v := range env {
 		all[k] = v
 	}
+	return runBlock(t, harness.Build(t, "testenv/cmd/filedest"), broker, n, all)
+}
+
+// runBlock runs bin with env, publishes n messages and measures until all
+// are delivered.
+func runBlock(t *testing.T, bin string, broker *harness.Mosquitto, n int, all map[string]string) result {
 	b := harness.NewBlock(t, bin, broker, all)
 	b.Start()
 	defer b.Stop()

@@ -38,7 +38,7 @@ func TestCrash(t *testing.T) {
 			"BATCH_MAX_MESSAGES": strconv.Itoa(tg.batch),
 			"BATCH_CONCURRENCY":  strconv.Itoa(crashConcurrency),
 		}})
-		r.block.Start()
+		r.start()
 		pub := harness.NewPublisher(t, r.broker, "cloud-input", crashSize)
 		began := time.Now()
 		done := make(chan struct{})

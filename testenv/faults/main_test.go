@@ -127,17 +127,24 @@ func (t tally) String() string {
 
 // count tallies got against messages 0..n-1 of size (harness.Payload);
 // anything else counts as corrupt.
-func count(n, size int, got []msg) tally {
-	t := tally{Published: n}
-	seen := make([]int, n)
+func count(n, size int, got []msg) tally { return countRange(0, n, size, got) }
+
+// countRange tallies got against messages from..to-1: other numbered
+// messages are not counted, anything not numbered is corrupt.
+func countRange(from, to, size int, got []msg) tally {
+	t := tally{Published: to - from}
+	seen := make([]int, to-from)
 	ids := make(map[string]int, len(got))
 	for _, m := range got {
 		i := harness.Index(m.Payload)
-		if i < 0 || i >= n || !bytes.Equal(m.Payload, harness.Payload(i, size)) {
+		if i >= 0 && (i < from || i >= to) {
+			continue
+		}
+		if i < 0 || !bytes.Equal(m.Payload, harness.Payload(i, size)) {
 			t.Corrupt++
 			continue
 		}
-		seen[i]++
+		seen[i-from]++
 		if m.ID != "" {
 			ids[m.ID]++
 		}
@@ -146,7 +153,7 @@ func count(n, size int, got []msg) tally {
 		if c == 0 {
 			t.Lost++
 			if len(t.Missing) < 10 {
-				t.Missing = append(t.Missing, i)
+				t.Missing = append(t.Missing, from+i)
 			}
 			continue
 		}

@@ -56,10 +56,10 @@ func TestPowerCut(t *testing.T) {
 		// 4 MiB: 256 KiB segments, so the backlog spans two of them.
 		r := newRig(t, tg, rigOpts{env: map[string]string{"BUFFER_MAX_BYTES": "4MiB"}})
 		r.down()
-		r.block.Start()
+		r.start()
 		pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
 		pub.Publish(0, n, 0)
-		r.block.WaitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
+		r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
 		r.block.Kill()
 
 		segs := segments(t, r.block.BufDir)
@@ -87,7 +87,7 @@ func TestPowerCut(t *testing.T) {
 
 		r.up()
 		r.block.Start()
-		r.block.WaitMetric("cloudblock_spool_messages", 2*time.Minute, func(v float64) bool { return v == 0 })
+		r.waitMetric("cloudblock_spool_messages", 2*time.Minute, func(v float64) bool { return v == 0 })
 		got := r.be.read(t)
 		tl := count(n, size, got)
 		dmgMsgs, dmgBytes := r.metric("cloudblock_spool_damaged_messages"), r.metric("cloudblock_spool_damaged_bytes")
@@ -130,10 +130,10 @@ func TestTornTailEveryOffset(t *testing.T) {
 	const n, size = 10, 13 // the smallest numbered payload: 50-byte records
 	r := newRig(t, tg, rigOpts{env: map[string]string{"BATCH_MAX_WAIT": "0s"}})
 	r.down()
-	r.block.Start()
+	r.start()
 	pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
 	pub.Publish(0, n, 0)
-	r.block.WaitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
+	r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
 	r.block.Stop()
 	orig := r.block.BufDir
 	seg, sz := lastNonEmpty(t, segments(t, orig))
@@ -163,7 +163,7 @@ func TestTornTailEveryOffset(t *testing.T) {
 			r.block.Env["BUFFER_DIR"], r.block.Env["FILE_SINK_PATH"] = dir, out
 			r.block.Start()
 			runs++
-			r.block.WaitMetric("cloudblock_spool_messages", 30*time.Second, func(v float64) bool { return v == 0 })
+			r.waitMetric("cloudblock_spool_messages", 30*time.Second, func(v float64) bool { return v == 0 })
 			fb := &fileBackend{path: out}
 			tl := count(n, size, fb.read(t))
 			running := r.block.Running()

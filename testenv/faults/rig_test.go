@@ -248,6 +248,42 @@ func (r *rig) waitReady(code int, timeout time.Duration, subs ...string) string 
 // metric is one metric's value (-1 when unavailable).
 func (r *rig) metric(name string) float64 { return r.block.Metric(name) }
 
+// waitMetric waits until cond(metric value) holds. (harness.Block's
+// WaitMetric fails the test the block was made in, which a subtest must
+// not do.)
+func (r *rig) waitMetric(name string, timeout time.Duration, cond func(float64) bool) {
+	r.t.Helper()
+	var last float64
+	err := procs.WaitFor(context.Background(), timeout, func() error {
+		if last = r.metric(name); cond(last) {
+			return nil
+		}
+		return fmt.Errorf("%s = %v", name, last)
+	})
+	if err != nil {
+		r.t.Fatalf("waiting for a metric: %v", err)
+	}
+}
+
+// use makes t the test that the rig's checks fail (a phase's subtest) until
+// the returned func restores the previous one.
+func (r *rig) use(t *testing.T) func() {
+	prev := r.t
+	r.t = t
+	return func() { r.t = prev }
+}
+
+// start runs the block; the first time, it waits until the block has
+// subscribed, since the broker queues nothing for a session that never
+// subscribed.
+func (r *rig) start() {
+	r.t.Helper()
+	r.block.Start()
+	if r.block.Starts == 1 {
+		r.waitMetric("cloudblock_mqtt_connected", time.Minute, func(v float64) bool { return v == 1 })
+	}
+}
+
 // down stops the emulator: the proxy refuses first, so no request reaches
 // an emulator about to forget what it stored, then what it stored is read.
 func (r *rig) down() {
@@ -276,14 +312,20 @@ func (r *rig) up() {
 // every delivery (pure) or of the numbered ones only.
 func (r *rig) waitAll(n, size int, timeout time.Duration, pure bool) (tally, []msg) {
 	r.t.Helper()
+	return r.waitRange(0, n, size, timeout, pure)
+}
+
+// waitRange is waitAll for messages from..to-1 (others are not counted).
+func (r *rig) waitRange(from, to, size int, timeout time.Duration, pure bool) (tally, []msg) {
+	r.t.Helper()
 	var tl tally
 	var got []msg
 	countNow := func() {
 		got = r.be.read(r.t)
 		if pure {
-			tl = count(n, size, got)
+			tl = countRange(from, to, size, got)
 		} else {
-			tl = count(n, size, numbered(got))
+			tl = countRange(from, to, size, numbered(got))
 		}
 	}
 	err := procs.WaitFor(context.Background(), timeout, func() error {
@@ -299,7 +341,7 @@ func (r *rig) waitAll(n, size int, timeout time.Duration, pure bool) (tally, []m
 		return tl, got
 	}
 	if r.block.Running() {
-		r.block.WaitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == 0 })
+		r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == 0 })
 		countNow()
 	}
 	if tl.Corrupt > 0 {

@@ -61,7 +61,8 @@ type Pipeline struct {
 	conn     atomic.Bool
 
 	mu        sync.Mutex
-	inflight  []*batch // dispatch order
+	recovered chan struct{} // closed when a send succeeds after failures
+	inflight  []*batch      // dispatch order
 	building  time.Time
 	lastErr   string
 	lastErrAt time.Time
@@ -109,7 +110,7 @@ func New(cfg Config, src Source, snk sink.Sink, dead DeadLetter, m *Metrics, log
 	if cfg.RetryMax < cfg.RetryInitial {
 		cfg.RetryMax = cfg.RetryInitial
 	}
-	return &Pipeline{cfg: cfg, src: src, snk: snk, dead: dead, m: m, log: log}
+	return &Pipeline{cfg: cfg, src: src, snk: snk, dead: dead, m: m, log: log, recovered: make(chan struct{})}
 }
 
 // Status is what /ready and the metrics report.
@@ -362,10 +363,38 @@ func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 			p.OnAuthError(ctx)
 		}
 		todo = retry
-		if !sleep(ctx, jitter(backoff)) {
+		if !p.backoff(ctx, jitter(backoff)) {
 			return false
 		}
 		backoff = min(backoff*2, p.cfg.RetryMax)
+	}
+}
+
+// backoff waits d, or less if another batch gets through meanwhile: after
+// an outage, every batch waiting in backoff retries as soon as one send
+// succeeds, so the backlog drains at full speed instead of each batch
+// sleeping out its own (up to RETRY_MAX_BACKOFF) wait.
+func (p *Pipeline) backoff(ctx context.Context, d time.Duration) bool {
+	return waitBackoff(ctx, d, p.recovery())
+}
+
+// recovery returns the channel closed at the next success after a failure.
+func (p *Pipeline) recovery() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.recovered
+}
+
+func waitBackoff(ctx context.Context, d time.Duration, recovered <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-recovered:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -395,6 +424,11 @@ func (p *Pipeline) delivered(b *batch, n int) {
 	p.m.Delivered.Add(uint64(n))
 	p.mu.Lock()
 	p.lastOK = time.Now()
+	if p.lastErr != "" {
+		// The destination is back: wake the batches waiting in backoff.
+		close(p.recovered)
+		p.recovered = make(chan struct{})
+	}
 	p.lastErr = ""
 	p.mu.Unlock()
 }

@@ -339,3 +339,26 @@ func TestStableBatchResentExactly(t *testing.T) {
 		t.Fatalf("first batch after restart has %d messages, want exactly the 7 in flight", len(snk2.batches[0]))
 	}
 }
+
+// After an outage, the first success wakes every batch waiting in backoff,
+// instead of each sleeping out its own wait (up to RETRY_MAX_BACKOFF).
+func TestRecoveryWakesBatchesInBackoff(t *testing.T) {
+	p := New(Config{}, nil, &fakeSink{}, nil, NewMetrics(metrics.NewRegistry()), slog.New(slog.DiscardHandler))
+	p.noteErr(errors.New("down"))
+	woke := make(chan bool, 3)
+	for range 3 {
+		rec := p.recovery() // what a batch entering backoff now would wait on
+		go func() { woke <- waitBackoff(context.Background(), time.Hour, rec) }()
+	}
+	p.delivered(&batch{}, 1)
+	for range 3 {
+		select {
+		case ok := <-woke:
+			if !ok {
+				t.Fatal("backoff reported cancellation")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a batch in backoff was not woken by the recovery")
+		}
+	}
+}

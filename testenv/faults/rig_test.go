@@ -38,7 +38,7 @@ type target struct {
 	env map[string]string
 	// badVars are invalid values for the destination's own variables;
 	// anyValue lists those that take any value, and why.
-	badVars  map[string]string
+	badVars  map[string]badValue
 	anyValue map[string]string
 }
 

@@ -25,28 +25,29 @@ const anyValueIgnored = "accepted for compatibility with the original block and 
 var targets = []*target{
 	{
 		name: "file", pkg: "testenv/cmd/filedest", open: openFile, batch: 200,
-		badVars: map[string]string{
-			"FILE_SINK_PATH":               "relative/out.ndjson",
-			"FILE_SINK_MAX_MESSAGE_BYTES":  "-1",
-			"FILE_SINK_MAX_BATCH_MESSAGES": "many",
-			"FILE_SINK_FSYNC":              "sometimes",
-			"FILE_SINK_STABLE_BATCHES":     "maybe",
+		badVars: map[string]badValue{
+			"FILE_SINK_MAX_MESSAGE_BYTES":  bad("-1"),
+			"FILE_SINK_MAX_BATCH_MESSAGES": bad("many"),
+			"FILE_SINK_FSYNC":              bad("sometimes"),
+			"FILE_SINK_STABLE_BATCHES":     bad("maybe"),
 		},
 		anyValue: map[string]string{
+			"FILE_SINK_PATH":          "any path, relative ones too: the test destination's output",
 			"FILE_SINK_FAIL_FILE":     "any path: the outage switch of the test destination",
 			"FILE_SINK_REJECT_PREFIX": "any prefix: the refusal switch of the test destination",
 		},
 	},
 	{
 		name: "aws-sqs", pkg: "services/aws-sqs", open: openSQS(false), batch: 10,
-		badVars: map[string]string{
-			"AWS_SQS_QUEUE_NAME":       "no spaces allowed in a queue name",
-			"AWS_SQS_REGION":           "Not A Region!",
-			"AWS_SQS_ACCESS_KEY":       "AKIA-without-its-secret",
-			"AWS_SQS_SECRET_KEY":       "sqsBadSecret-without-its-key-id",
-			"AWS_SQS_SESSION_TOKEN":    "sqsBadToken-without-keys-0123456789",
-			"AWS_SQS_ENDPOINT":         "ftp://sqs.example.com",
-			"AWS_SQS_MESSAGE_GROUP_ID": strings.Repeat("g", 129),
+		badVars: map[string]badValue{
+			"AWS_SQS_QUEUE_NAME": bad("no spaces allowed in a queue name"),
+			"AWS_SQS_REGION":     bad("Not A Region!"),
+			// Keys come in pairs: one alone is the mistake.
+			"AWS_SQS_ACCESS_KEY":       bad("AKIAFAULTSALONE").without("AWS_SQS_SECRET_KEY"),
+			"AWS_SQS_SECRET_KEY":       bad("sqsBadSecret-without-its-key-id").without("AWS_SQS_ACCESS_KEY"),
+			"AWS_SQS_SESSION_TOKEN":    bad("sqsBadToken-without-keys-0123456789").without("AWS_SQS_ACCESS_KEY", "AWS_SQS_SECRET_KEY"),
+			"AWS_SQS_ENDPOINT":         bad("ftp://sqs.example.com"),
+			"AWS_SQS_MESSAGE_GROUP_ID": bad(strings.Repeat("g", 129)),
 		},
 	},
 	{
@@ -56,32 +57,32 @@ var targets = []*target{
 	{
 		name: "aws-s3", pkg: "services/aws-s3", open: openS3, batch: 200, dupFree: true,
 		env: map[string]string{"BATCH_MAX_WAIT": "200ms"},
-		badVars: map[string]string{
-			"AWS_S3_BUCKET":           "No_Such..Bucket",
-			"AWS_S3_REGION":           "Not A Region!",
-			"AWS_S3_ACCESS_KEY":       "AKIA-without-its-secret",
-			"AWS_S3_SECRET_KEY":       "s3BadSecret-without-its-key-id",
-			"AWS_S3_SESSION_TOKEN":    "s3BadToken-without-keys-0123456789",
-			"AWS_S3_ENDPOINT":         "ftp://s3.example.com",
-			"AWS_S3_FORCE_PATH_STYLE": "sometimes",
-			"AWS_S3_MAX_OBJECT_BYTES": "6GiB",
-			"AWS_S3_OBJECT_MODE":      "folder",
-			"AWS_S3_GZIP":             "maybe",
-			"AWS_S3_PREFIX":           "bad\x01prefix",
-			"AWS_S3_KEY_TEMPLATE":     "{device}/{nosuch}",
+		badVars: map[string]badValue{
+			"AWS_S3_BUCKET":           bad("not a bucket"),
+			"AWS_S3_REGION":           bad("Not A Region!"),
+			"AWS_S3_ACCESS_KEY":       bad("AKIAFAULTSALONE").without("AWS_S3_SECRET_KEY"),
+			"AWS_S3_SECRET_KEY":       bad("s3BadSecret-without-its-key-id").without("AWS_S3_ACCESS_KEY"),
+			"AWS_S3_SESSION_TOKEN":    bad("s3BadToken-without-keys-0123456789").without("AWS_S3_ACCESS_KEY", "AWS_S3_SECRET_KEY"),
+			"AWS_S3_ENDPOINT":         bad("ftp://s3.example.com"),
+			"AWS_S3_FORCE_PATH_STYLE": bad("sometimes"),
+			"AWS_S3_MAX_OBJECT_BYTES": bad("6GiB"),
+			"AWS_S3_OBJECT_MODE":      bad("folder"),
+			"AWS_S3_GZIP":             bad("maybe"),
+			"AWS_S3_PREFIX":           bad(strings.Repeat("p", 1025)),
+			"AWS_S3_KEY_TEMPLATE":     bad("{device}/{nosuch}"),
 		},
 	},
 	{
 		name: "azure-eh", pkg: "services/azure-eh", open: openEH, batch: 200,
-		badVars: map[string]string{
-			"AZURE_EH_CONNECTIONSTRING": "Endpoint=nothing;SharedAccessKey=ehBadKey-0123456789",
-			"AZURE_EH_NAME":             "not/a hub",
-			"AZURE_EH_NAMESPACE":        "not a namespace!",
-			"AZURE_EH_TENANT_ID":        "not a tenant!",
-			"AZURE_EH_CLIENT_ID":        "not a client!",
-			"AZURE_EH_CLIENT_SECRET":    "ehBadClientSecret-0123456789",
-			"AZURE_EH_PARTITION_KEY":    "random",
-			"AZURE_EH_PARTITION_ID":     "-1",
+		badVars: map[string]badValue{
+			"AZURE_EH_CONNECTIONSTRING": bad("Endpoint=nothing;SharedAccessKey=ehBadKey-0123456789"),
+			"AZURE_EH_NAME":             bad("not/a hub"),
+			"AZURE_EH_NAMESPACE":        bad("not a namespace!"),
+			"AZURE_EH_TENANT_ID":        bad("not a tenant!"),
+			"AZURE_EH_CLIENT_ID":        bad("not a client!"),
+			"AZURE_EH_CLIENT_SECRET":    bad("ehBadClientSecret-0123456789"),
+			"AZURE_EH_PARTITION_KEY":    bad("random"),
+			"AZURE_EH_PARTITION_ID":     bad("-1"),
 		},
 		anyValue: map[string]string{
 			"AZURE_EH_CONSUMER_GROUP":      anyValueIgnored,
@@ -93,44 +94,77 @@ var targets = []*target{
 	{
 		name: "azure-blob", pkg: "services/azure-blob", open: openBlob, batch: 200, dupFree: true,
 		env: map[string]string{"BATCH_MAX_WAIT": "200ms"},
-		badVars: map[string]string{
-			"AZURE_BLOB_STORAGE_ACCOUNT":     "Not An Account!",
-			"AZURE_BLOB_STORAGE_ACCOUNT_KEY": "blobBadKey-not-base64-!!!",
-			"AZURE_BLOB_CONTAINER_NAME":      "Bad_Container",
-			"AZURE_BLOB_CONNECTIONSTRING":    "AccountName=x;blobBadConn-0123456789",
-			"AZURE_BLOB_ENDPOINT":            "ftp://blob.example.com",
-			"AZURE_BLOB_TENANT_ID":           "not a tenant!",
-			"AZURE_BLOB_CLIENT_ID":           "not a client!",
-			"AZURE_BLOB_CLIENT_SECRET":       "blobBadClientSecret-0123456789",
-			"AZURE_BLOB_USE_ENTRA":           "maybe",
-			"AZURE_BLOB_CREATE_CONTAINER":    "maybe",
-			"AZURE_BLOB_UPLOAD_CONCURRENCY":  "0",
-			"AZURE_BLOB_OBJECT_MODE":         "folder",
-			"AZURE_BLOB_GZIP":                "maybe",
-			"AZURE_BLOB_PREFIX":              "bad\x01prefix",
-			"AZURE_BLOB_KEY_TEMPLATE":        "{device}/{nosuch}",
+		badVars: map[string]badValue{
+			"AZURE_BLOB_STORAGE_ACCOUNT":     bad("Not An Account!"),
+			"AZURE_BLOB_STORAGE_ACCOUNT_KEY": bad("blobBadKey-not-base64-!!!"),
+			"AZURE_BLOB_CONTAINER_NAME":      bad("Bad_Container"),
+			"AZURE_BLOB_CONNECTIONSTRING":    bad("AccountName=x;blobBadConn-0123456789"),
+			"AZURE_BLOB_ENDPOINT":            bad("ftp://blob.example.com"),
+			"AZURE_BLOB_TENANT_ID":           bad("not a tenant!"),
+			"AZURE_BLOB_CLIENT_ID":           bad("not a client!"),
+			"AZURE_BLOB_CLIENT_SECRET":       bad("blobBadClientSecret-0123456789"),
+			"AZURE_BLOB_USE_ENTRA":           bad("maybe"),
+			"AZURE_BLOB_CREATE_CONTAINER":    bad("maybe"),
+			"AZURE_BLOB_UPLOAD_CONCURRENCY":  bad("0"),
+			"AZURE_BLOB_OBJECT_MODE":         bad("folder"),
+			"AZURE_BLOB_GZIP":                bad("maybe"),
+			"AZURE_BLOB_PREFIX":              bad(strings.Repeat("p", 1025)),
+			"AZURE_BLOB_KEY_TEMPLATE":        bad("{device}/{nosuch}"),
 		},
 	},
 	{
 		name: "gcp-pubsub", pkg: "services/gcp-pubsub", open: openPubSub, batch: 200,
-		badVars: map[string]string{
-			"GCP_PUBSUB_TOPIC":               "projects//topics/",
-			"GCP_PUBSUB_ORDERING_KEY":        "random",
-			"GCP_PUBSUB_MAX_MESSAGE_BYTES":   "20MB",
-			"PUBSUB_EMULATOR_HOST":           "not a host:port",
-			"GCP_PUBSUB_PROJECT_ID":          "Not A Project!",
-			"GCP_PUBSUB_TYPE":                "authorized_user",
-			"GCP_PUBSUB_CLIENT_EMAIL":        "not an email",
-			"GCP_PUBSUB_PRIVATE_KEY":         "psBadKey-not-a-pem-0123456789",
-			"GCP_PUBSUB_CREDENTIALS_JSON":    "{psBadJSON-0123456789",
-			"GOOGLE_APPLICATION_CREDENTIALS": "/no/such/credentials.json",
+		badVars: map[string]badValue{
+			"GCP_PUBSUB_TOPIC":             bad("projects//topics/"),
+			"GCP_PUBSUB_ORDERING_KEY":      bad("random"),
+			"GCP_PUBSUB_MAX_MESSAGE_BYTES": bad("20MB"),
+			"PUBSUB_EMULATOR_HOST":         bad("not a host:port"),
+			"GCP_PUBSUB_PROJECT_ID":        bad("Not A Project!"),
+			// The type is read with the key fields.
+			"GCP_PUBSUB_TYPE":                bad("authorized_user").with("GCP_PUBSUB_CLIENT_EMAIL", "faults@test-project.iam.gserviceaccount.com"),
+			"GCP_PUBSUB_CLIENT_EMAIL":        bad("not an email"),
+			"GCP_PUBSUB_PRIVATE_KEY":         bad("psBadKey-not-a-pem-0123456789"),
+			"GCP_PUBSUB_CREDENTIALS_JSON":    bad("{psBadJSON-0123456789"),
+			"GOOGLE_APPLICATION_CREDENTIALS": bad("/no/such/credentials.json"),
 		},
 		anyValue: map[string]string{"GCP_PUBSUB_SUBSCRIPTION": anyValueIgnored},
 	},
 	{
 		name: "gcp-storage", pkg: "services/gcp-storage", open: openGCS, batch: 200, dupFree: true,
 		env: map[string]string{"BATCH_MAX_WAIT": "200ms"},
+		badVars: map[string]badValue{
+			"GCP_STORAGE_BUCKET":             bad("Bad Bucket!"),
+			"GCP_STORAGE_MAX_MESSAGE_BYTES":  bad("-5"),
+			"STORAGE_EMULATOR_HOST":          bad("not a host:port"),
+			"GCP_STORAGE_OBJECT_MODE":        bad("folder"),
+			"GCP_STORAGE_GZIP":               bad("maybe"),
+			"GCP_STORAGE_PREFIX":             bad(strings.Repeat("p", 1025)),
+			"GCP_STORAGE_KEY_TEMPLATE":       bad("{device}/{nosuch}"),
+			"GCP_STORAGE_TYPE":               bad("authorized_user").with("GCP_STORAGE_CLIENT_EMAIL", "faults@test-project.iam.gserviceaccount.com"),
+			"GCP_STORAGE_CLIENT_EMAIL":       bad("not an email"),
+			"GCP_STORAGE_PRIVATE_KEY":        bad("gsBadKey-not-a-pem-0123456789"),
+			"GCP_STORAGE_CREDENTIALS_JSON":   bad("{gsBadJSON-0123456789"),
+			"GOOGLE_APPLICATION_CREDENTIALS": bad("/no/such/credentials.json"),
+		},
+		anyValue: map[string]string{"GCP_STORAGE_PROJECT_ID": anyValueIgnored},
 	},
+}
+
+// badValue is an invalid setting: a value, with some other variables unset
+// or set so that the value alone is the mistake.
+type badValue struct {
+	v     string
+	unset []string
+	set   map[string]string
+}
+
+func bad(v string) badValue { return badValue{v: v} }
+
+func (b badValue) without(names ...string) badValue { b.unset = names; return b }
+
+func (b badValue) with(name, value string) badValue {
+	b.set = map[string]string{name: value}
+	return b
 }
 
 // --- the file destination ---------------------------------------------------

@@ -25,7 +25,8 @@ type Config struct {
 	MaxMessages  int
 	MaxBytes     int
 	MaxWait      time.Duration
-	Concurrency  int // batches in flight at once
+	Concurrency  int           // batches in flight at once
+	SendTimeout  time.Duration // longest one WriteBatch call may take (0 = none)
 	RetryInitial time.Duration
 	RetryMax     time.Duration
 }
@@ -313,7 +314,7 @@ func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 	todo := b.msgs
 	backoff := p.cfg.RetryInitial
 	for attempt := 1; ; attempt++ {
-		err := p.snk.WriteBatch(ctx, todo)
+		err := p.write(ctx, todo)
 		if err == nil {
 			p.delivered(b, len(todo))
 			return true
@@ -396,6 +397,22 @@ func waitBackoff(ctx context.Context, d time.Duration, recovered <-chan struct{}
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// write calls the sink with a deadline, so a connection that hangs (a
+// network that drops packets instead of refusing them) becomes a retryable
+// error instead of stalling the batch forever.
+func (p *Pipeline) write(ctx context.Context, msgs []sink.Message) error {
+	if p.cfg.SendTimeout <= 0 {
+		return p.snk.WriteBatch(ctx, msgs)
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.SendTimeout)
+	defer cancel()
+	err := p.snk.WriteBatch(wctx, msgs)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return fmt.Errorf("no answer within SEND_TIMEOUT (%s): %w", p.cfg.SendTimeout, err)
+	}
+	return err
 }
 
 func (p *Pipeline) deadLetter(ctx context.Context, msgs []sink.Message, reason string) bool {

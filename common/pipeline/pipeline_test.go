@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -361,4 +362,32 @@ func TestRecoveryWakesBatchesInBackoff(t *testing.T) {
 			t.Fatal("a batch in backoff was not woken by the recovery")
 		}
 	}
+}
+
+// A send that hangs is abandoned after SendTimeout and retried.
+func TestSendTimeout(t *testing.T) {
+	snk2 := &hangingSink{fakeSink: &fakeSink{}}
+	r := newRig(t, t.TempDir(), Config{MaxMessages: 100, MaxBytes: 1 << 20, SendTimeout: 50 * time.Millisecond}, nil)
+	r.p.snk = snk2
+	r.add(t, payloads(3, 5)...)
+	r.start()
+	r.waitDrained(t)
+	r.close(t)
+	if snk2.attempts.Load() < 2 {
+		t.Fatalf("attempts %d", snk2.attempts.Load())
+	}
+}
+
+// hangingSink's first WriteBatch blocks until its context ends.
+type hangingSink struct {
+	*fakeSink
+	attempts atomic.Int32
+}
+
+func (h *hangingSink) WriteBatch(ctx context.Context, b []sink.Message) error {
+	if h.attempts.Add(1) == 1 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
 }

@@ -181,6 +181,7 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 		MaxBytes:     int(l.Bytes("BATCH_MAX_BYTES", 1, 1<<30)),
 		MaxWait:      l.Duration("BATCH_MAX_WAIT", 0, time.Hour),
 		Concurrency:  l.Int("BATCH_CONCURRENCY", 1, 64),
+		SendTimeout:  l.Duration("SEND_TIMEOUT", time.Second, time.Hour),
 		RetryInitial: l.Duration("RETRY_INITIAL_BACKOFF", 10*time.Millisecond, time.Hour),
 		RetryMax:     l.Duration("RETRY_MAX_BACKOFF", 10*time.Millisecond, 24*time.Hour),
 	}

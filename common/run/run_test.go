@@ -57,6 +57,7 @@ func badValues(t *testing.T) map[string]string {
 		"BATCH_MAX_BYTES":            "lots",
 		"BATCH_MAX_WAIT":             "2h",
 		"BATCH_CONCURRENCY":          "1000",
+		"SEND_TIMEOUT":               "0s",
 		"RETRY_INITIAL_BACKOFF":      "1ns",
 		"RETRY_MAX_BACKOFF":          "forever",
 		"READY_MAX_UNSENT_AGE":       "0s",

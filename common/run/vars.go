@@ -43,6 +43,8 @@ func CommonVars(service string) []config.Var {
 		{Name: "BATCH_MAX_WAIT", Default: "200ms",
 			Doc: "Longest a batch waits to fill before it is sent. A backlog is sent in full batches at once."},
 		{Name: "BATCH_CONCURRENCY", Default: "4", Doc: "Batches sent at once (destinations that need order or exact resends use 1)."},
+		{Name: "SEND_TIMEOUT", Default: "30s",
+			Doc: "Longest one send to the destination may take before it is abandoned and retried (a network that drops packets hangs instead of failing). Raise it for large objects on slow links."},
 		{Name: "RETRY_INITIAL_BACKOFF", Default: "1s", Doc: "First wait after a failed send; doubles with jitter on each failure."},
 		{Name: "RETRY_MAX_BACKOFF", Default: "1m", Doc: "Longest wait between retries. Retries never give up: messages stay in the spool."},
 		{Name: "READY_MAX_UNSENT_AGE", Default: "5m",

@@ -371,7 +371,7 @@ func checkMosquitto(t *testing.T, s service) {
 	if settings["listener"] != "1883" || settings["allow_anonymous"] != "true" {
 		t.Errorf("mosquitto.conf: want `listener 1883` and `allow_anonymous true` for the compose network")
 	}
-	atLeast("max_inflight_messages", 1000)
+	atLeast("max_inflight_messages", 100)
 	atLeast("max_queued_messages", 100000)
 	atLeast("max_queued_bytes", 1<<20)
 	if settings["persistence"] != "true" || settings["autosave_interval"] == "" {

@@ -23,7 +23,7 @@ type Mosquitto struct {
 
 // MosquittoOptions tune the broker.
 type MosquittoOptions struct {
-	// MaxInflight is max_inflight_messages (0: 1000, what the compose files use).
+	// MaxInflight is max_inflight_messages (0: 100, what the compose files use).
 	MaxInflight int
 	// Persistence keeps sessions and queued messages across broker restarts.
 	Persistence bool
@@ -50,7 +50,7 @@ func StartMosquitto(t testing.TB, o MosquittoOptions) *Mosquitto {
 	t.Helper()
 	m := &Mosquitto{t: t, Port: procs.FreePort(t), dir: t.TempDir()}
 	if o.MaxInflight == 0 {
-		o.MaxInflight = 1000
+		o.MaxInflight = 100
 	}
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
 	conf := fmt.Sprintf(`listener %d 127.0.0.1

@@ -66,15 +66,18 @@ demo: .cache/setup-mosquitto
 # `make test` runs everything: lint, the common suite, then every destination.
 # go test runs packages in parallel (one per core), so one invocation is the
 # fastest way through the lot.
-# The fault suite (testenv/faults) runs here at a reduced scale that fits CI's
-# budget; `make test-faults` runs it at the issue's full scale.
+# The fault suite (testenv/faults: every scenario for every destination) takes
+# longer than CI's budget even at a reduced scale (over 16 minutes measured),
+# so `make test` leaves it to `make test-faults`; the pipeline's own fault
+# scenarios (testenv/e2e) and each service's kill -9 and outage tests stay in.
 PKGS := ./common/... ./testenv/... ./examples/sensor/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
+TEST_PKGS = $(filter-out %/testenv/faults,$(shell $(GO) list $(PKGS)))
 FAULTS_REDUCED := FAULTS_MESSAGES=5000 FAULTS_KILLS=3 FAULTS_OUTAGE=10s
 test: lint setup $(addprefix setup-,$(SERVICES))
-	$(FAULTS_REDUCED) $(GOTEST) $(PKGS)
+	$(GOTEST) $(TEST_PKGS)
 
 test-common: setup
-	$(FAULTS_REDUCED) $(GOTEST) ./common/... ./testenv/...
+	$(GOTEST) $(filter-out %/testenv/faults,$(shell $(GO) list ./common/... ./testenv/...))
 
 # The fault suite at the issue's full scale (100,000 messages x 10 SIGKILLs per
 # destination, 60 s outages); longer than GOTEST's 30 minutes, hence its own timeout.

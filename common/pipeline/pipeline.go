@@ -316,7 +316,7 @@ func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 	for attempt := 1; ; attempt++ {
 		err := p.write(ctx, todo)
 		if err == nil {
-			p.delivered(b, len(todo))
+			p.delivered(len(todo))
 			return true
 		}
 		if ctx.Err() != nil {
@@ -340,7 +340,7 @@ func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 					retry = append(retry, m)
 				}
 			}
-			p.delivered(b, len(todo)-len(retry)-len(dead))
+			p.delivered(len(todo) - len(retry) - len(dead))
 		case sink.IsPermanent(err):
 			dead = todo
 			for range todo {
@@ -434,7 +434,7 @@ func (p *Pipeline) deadLetter(ctx context.Context, msgs []sink.Message, reason s
 	}
 }
 
-func (p *Pipeline) delivered(b *batch, n int) {
+func (p *Pipeline) delivered(n int) {
 	if n <= 0 {
 		return
 	}

@@ -351,7 +351,7 @@ func TestRecoveryWakesBatchesInBackoff(t *testing.T) {
 		rec := p.recovery() // what a batch entering backoff now would wait on
 		go func() { woke <- waitBackoff(context.Background(), time.Hour, rec) }()
 	}
-	p.delivered(&batch{}, 1)
+	p.delivered(1)
 	for range 3 {
 		select {
 		case ok := <-woke:

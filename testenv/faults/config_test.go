@@ -44,6 +44,7 @@ var commonBad = map[string]string{
 	"SHUTDOWN_TIMEOUT":           "1y",
 	"LOG_LEVEL":                  "verbose",
 	"HTTP_LISTEN":                "localhost",
+	"SEND_TIMEOUT":               "0s",
 	// Azure Key Vault: each alone, without a vault, is a mistake too.
 	"AZURE_VAULT_NAME":                        "my_vault!",
 	"AZURE_VAULT_URL":                         "http://vault.example",
@@ -197,7 +198,7 @@ func TestConfigExit(t *testing.T) {
 				named = named || strings.Contains(out, a)
 			}
 			if code != 2 || !named {
-				t.Errorf("%s=%q: exit %d, want 2 with a message naming it; printed:\n%.600s", v.name, b.v, code, out)
+				t.Errorf("%s=%.80q: exit %d, want 2 with a message naming it; printed:\n%.600s", v.name, b.v, code, out)
 			}
 			for _, s := range secrets {
 				if strings.Contains(out, s) {

@@ -162,13 +162,23 @@ func TestDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			freed := time.Now()
-			r.waitMetric("cloudblock_acknowledged_total", time.Minute, func(v float64) bool { return v >= n })
+			if err := waitCond(time.Minute, func() bool { return r.metric("cloudblock_acknowledged_total") >= n }); err != nil {
+				t.Errorf("not recovered when space returned: %v acknowledged of %d; running %v", r.metric("cloudblock_acknowledged_total"), n, r.block.Running())
+			}
 			resumed := time.Since(freed)
-			tl, _ := r.waitAll(n, diskSize, 3*time.Minute, true)
-			note := fmt.Sprintf("%s, filled to 256 KiB free: %v write errors (retried), %v acknowledged of %d meanwhile; all acknowledged %s after space returned; /ready said %d %.80s",
-				how, errs, acked, n, resumed.Round(100*time.Millisecond), code, body)
+			stuck := 0
+			var tl tally
+			if r.block.Running() {
+				tl, _ = r.waitAll(n, diskSize, 3*time.Minute, true)
+			} else {
+				t.Errorf("the block exited with its disk full: %s", lastError(r.block.Logs()))
+				tl = count(n, diskSize, r.be.read(t))
+				stuck = tl.Lost // still at the broker or in the spool's files
+			}
+			note := fmt.Sprintf("%s, filled to 256 KiB free: %v write errors (retried), %v acknowledged of %d meanwhile; all acknowledged %s after space returned; /ready said %d %.80s; running at the end: %v",
+				how, errs, acked, n, resumed.Round(100*time.Millisecond), code, body, r.block.Running())
 			t.Logf("%s: %s; %s", tg.name, tl, note)
-			r.report("disk-enospc-block", tl, 0, note)
+			r.reportStuck("disk-enospc-block", tl, 0, stuck, note)
 		})
 
 		t.Run("enospc-drop_oldest", func(t *testing.T) {
@@ -201,15 +211,34 @@ func TestDisk(t *testing.T) {
 					err, r.metric("cloudblock_acknowledged_total"), n, r.metric("cloudblock_spool_messages"), r.metric("cloudblock_spool_write_errors_total"))
 			}
 			tl := count(n, diskSize, r.be.read(t))
-			note := fmt.Sprintf("%s, BUFFER_MAX_BYTES=64MiB, cloud away: policy applied %v, %d dropped, %v write errors",
-				how, applied, dropped, r.metric("cloudblock_spool_write_errors_total"))
+			// What the block did not acknowledge is still at the broker; what
+			// it did but could not deliver is in its spool.
+			acked, inSpool := r.metric("cloudblock_acknowledged_total"), r.metric("cloudblock_spool_messages")
+			stuck := n - int(acked) + int(max(inSpool, 0))
+			if !r.block.Running() {
+				t.Errorf("the block exited with its disk full: %s", lastError(r.block.Logs()))
+				stuck = tl.Lost // still at the broker or in the spool's files
+			}
+			note := fmt.Sprintf("%s, BUFFER_MAX_BYTES=64MiB, cloud away: policy applied %v, %d dropped, %v write errors; running at the end: %v",
+				how, applied, dropped, r.metric("cloudblock_spool_write_errors_total"), r.block.Running())
 			t.Logf("%s: %s; %s", tg.name, tl, note)
 			if tl.Lost != dropped {
 				t.Errorf("%d missing but cloudblock_dropped_total says %d", tl.Lost, dropped)
 			}
-			r.report("disk-enospc-drop_oldest", tl, dropped, note)
+			r.reportStuck("disk-enospc-drop_oldest", tl, dropped, stuck, note)
 		})
 	})
+}
+
+// lastError is the last error line of a block's log.
+func lastError(logs string) string {
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], `"level":"ERROR"`) {
+			return lines[i]
+		}
+	}
+	return "(no error logged)"
 }
 
 // waitCond polls cond until it holds or timeout passes.

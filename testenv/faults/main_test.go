@@ -57,6 +57,7 @@ type row struct {
 	Delivered        int // distinct messages
 	Duplicates       int // deliveries beyond the first, any cause
 	Expected         int // messages the scenario destroys on purpose (drop_oldest, damaged records)
+	Stuck            int // not delivered, but still in the spool or at the broker: the block cannot proceed
 	Lost             int // missing and not explained: must be 0
 	Note             string
 }
@@ -87,14 +88,15 @@ func TestMain(m *testing.M) {
 	fmt.Fprintf(&b, "\nfault suite summary (FAULTS_MESSAGES=%d FAULTS_KILLS=%d FAULTS_OUTAGE=%s, %s):\n",
 		nMessages, nKills, outageTime, time.Since(started).Round(time.Second))
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\ttarget\tpublished\tdelivered\tduplicates\tdestroyed\tlost\t\tnote")
+	fmt.Fprintln(w, "scenario\ttarget\tpublished\tdelivered\tduplicates\tdestroyed\tstuck\tlost\t\tnote")
 	lost := 0
 	for _, r := range results {
 		lost += r.Lost
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\t%s\n", r.Scenario, r.Target, r.Published, r.Delivered, r.Duplicates, r.Expected, r.Lost, r.Note)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t\t%s\n", r.Scenario, r.Target, r.Published, r.Delivered, r.Duplicates, r.Expected, r.Stuck, r.Lost, r.Note)
 	}
 	w.Flush()
-	fmt.Fprintln(&b, "destroyed: dropped by drop_oldest or damaged on purpose (counted by the block); lost: anything else missing, must be 0.")
+	fmt.Fprintln(&b, "destroyed: dropped by drop_oldest or damaged on purpose (counted by the block); stuck: not delivered but still held")
+	fmt.Fprintln(&b, "(in the spool or unacknowledged at the broker) because the block cannot proceed; lost: anything else missing, must be 0.")
 	os.Stdout.Write(b.Bytes())
 	if lost > 0 {
 		fmt.Printf("FAIL: %d messages lost\n", lost)

@@ -231,5 +231,9 @@ func away(r *rig, s *stream, scenario string, d, capd time.Duration, cut bool) {
 			t.Errorf("first delivery %s after the destination came back, more than the retry cap %s (+10 s)", first, capd)
 		}
 	}
-	r.report(scenario, tl, 0, note)
+	stuck := 0
+	if last == 0 { // not drained: what is missing is still in the spool
+		stuck = int(max(r.metric("cloudblock_spool_messages"), 0))
+	}
+	r.reportStuck(scenario, tl, 0, stuck, note)
 }

@@ -353,12 +353,17 @@ func (r *rig) waitRange(from, to, size int, timeout time.Duration, pure bool) (t
 // report records the scenario's row; expected is how many messages the
 // scenario destroyed on purpose (they are missing but not lost).
 func (r *rig) report(scenario string, tl tally, expected int, note string) {
-	lost := tl.Lost - expected
-	if lost < 0 {
-		lost = 0
-	}
+	r.reportStuck(scenario, tl, expected, 0, note)
+}
+
+// reportStuck is report when the block could not deliver everything:
+// stuck messages are still held (in the spool, or unacknowledged at the
+// broker), missing but not lost. The scenario fails them itself.
+func (r *rig) reportStuck(scenario string, tl tally, expected, stuck int, note string) {
+	stuck = max(min(stuck, tl.Lost-expected), 0)
+	lost := max(tl.Lost-expected-stuck, 0)
 	record(row{Scenario: scenario, Target: r.tg.name, Published: tl.Published, Delivered: tl.Distinct,
-		Duplicates: tl.Copies, Expected: expected, Lost: lost, Note: note})
+		Duplicates: tl.Copies, Expected: expected, Stuck: stuck, Lost: lost, Note: note})
 	if lost > 0 {
 		r.t.Errorf("%s: %d messages lost: %s; missing e.g. %v", scenario, lost, tl, tl.Missing)
 	}

@@ -1,9 +1,11 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -64,6 +66,7 @@ func openSQS(fifo bool) func(t *testing.T) backend {
 			// A receive retried after its answer was lost would hide the
 			// messages it took until their visibility timeout.
 			RetryMaxAttempts: 1,
+			HTTPClient:       &http.Client{Transport: bufferedBodies{http.DefaultTransport}},
 		})
 		b.queue = "faults-" + randHex(4)
 		attrs := map[string]string{}
@@ -133,28 +136,61 @@ func (b *sqsBackend) start(t testing.TB) {
 func (b *sqsBackend) read(t testing.TB) []msg {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.running {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
+	if !b.running {
+		return append([]msg(nil), b.got...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for round := 0; round < 4; round++ {
+		failed := false
 		for {
 			n, err := b.receive(ctx)
 			if err != nil {
-				// The next poll retries; what was received but not deleted
-				// comes back after its visibility timeout.
 				t.Logf("reading the queue (will retry): %v", err)
+				failed = true
 				break
 			}
 			if n == 0 {
 				break
 			}
 		}
+		if !failed {
+			break
+		}
+		// What a failed receive took comes back after its visibility
+		// timeout: wait for it, so this read misses nothing.
+		time.Sleep(sqsVisibility + time.Second)
 	}
 	return append([]msg(nil), b.got...)
 }
 
+// sqsVisibility is the reader's visibility timeout.
+const sqsVisibility = 5 * time.Second
+
+// bufferedBodies hands the transport a request body of its own. With the
+// SDK's body, a response that arrived before the transport had finished
+// with the body sometimes lost its connection mid-read ("use of closed
+// network connection", about once in a few thousand receives here).
+type bufferedBodies struct{ rt http.RoundTripper }
+
+func (b bufferedBodies) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil && r.Body != http.NoBody {
+		data, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r = r.Clone(r.Context())
+		r.Body = io.NopCloser(bytes.NewReader(data))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+		r.ContentLength = int64(len(data))
+	}
+	return b.rt.RoundTrip(r)
+}
+
 func (b *sqsBackend) receive(ctx context.Context) (int, error) {
 	out, err := b.client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
-		QueueUrl: aws.String(b.url), MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 5,
+		QueueUrl: aws.String(b.url), MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: int32(sqsVisibility / time.Second),
 		MessageAttributeNames: []string{"All"},
 	})
 	if err != nil || len(out.Messages) == 0 {

@@ -8,6 +8,7 @@
 // summary table (scenario, target, published, delivered, duplicates, lost)
 // at the end and fails on any lost message. Sizes come from FAULTS_MESSAGES,
 // FAULTS_KILLS and FAULTS_OUTAGE (the full sizes by default);
-// FAULTS_SOAK=1 runs the ten-minute soak instead of the two-minute one, and
+// FAULTS_SOAK=1 runs the ten-minute soak instead of the two-minute one
+// (FAULTS_SOAK_TIME sets another), FAULTS_RATE the crash stream's rate, and
 // FAULTS_TARGETS=file,aws-s3,... limits the run to some targets.
 package faults

@@ -23,7 +23,14 @@ var (
 	outageTime = envDuration("FAULTS_OUTAGE", 60*time.Second)
 	// crashRate is the publish rate of the crash stream (messages/s).
 	crashRate = float64(envInt("FAULTS_RATE", 2000))
-	longSoak  = os.Getenv("FAULTS_SOAK") == "1"
+	// soakTime is the compressed hour: two minutes, ten with FAULTS_SOAK=1,
+	// or FAULTS_SOAK_TIME.
+	soakTime = func() time.Duration {
+		if os.Getenv("FAULTS_SOAK") == "1" {
+			return 10 * time.Minute
+		}
+		return envDuration("FAULTS_SOAK_TIME", 2*time.Minute)
+	}()
 )
 
 func envInt(name string, def int) int {

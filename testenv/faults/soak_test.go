@@ -57,15 +57,13 @@ func thirds(ss []sample, f func(sample) float64) (first, last float64) {
 }
 
 // Soak: an hour of a typical device's traffic (one 200-byte reading a
-// second: 3,600 messages) compressed into two minutes (FAULTS_SOAK=1: ten),
+// second: 3,600 messages) compressed into two minutes (FAULTS_SOAK=1: ten;
+// or FAULTS_SOAK_TIME),
 // with the emulator stopped for a quarter of every fifth of it. RSS, open
 // descriptors and threads stay flat (the last third's mean within 1.5x of
 // the first's), nothing is lost, and the spool empties at the end.
 func TestSoak(t *testing.T) {
-	d := 2 * time.Minute
-	if longSoak {
-		d = 10 * time.Minute
-	}
+	d := soakTime
 	const hour = 3600 // messages in an hour at one a second
 	rate := hour / d.Seconds()
 	period := d / 5

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,16 +31,18 @@ type Harness struct {
 	MaxMessageBytes int
 }
 
-var seq int
+var seq atomic.Uint32
 
-// Messages makes n messages with unique ids and the given payload maker.
+// Messages makes n messages with the given payload maker. Their ids are
+// unique across calls and ascend within one call, as the spool's do.
 func Messages(n int, payload func(i int) []byte) []sink.Message {
-	seq++
-	base := time.Now().UTC().Truncate(time.Millisecond)
+	now := time.Now()
+	prefix := fmt.Sprintf("conf%04x%06d", seq.Add(1), now.UnixNano()%1e6)
+	base := now.UTC().Truncate(time.Millisecond)
 	out := make([]sink.Message, n)
 	for i := range out {
 		out[i] = sink.Message{
-			ID:       fmt.Sprintf("conf%04x%06d-%012d", seq, time.Now().UnixNano()%1e6, i+1),
+			ID:       fmt.Sprintf("%s-%012d", prefix, i+1),
 			Topic:    "cloud-input/conformance",
 			Received: base.Add(time.Duration(i) * time.Microsecond),
 			Payload:  payload(i),

@@ -101,6 +101,11 @@ func runConfig(bin string, env map[string]string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin)
+	// Run where a relative path in a value cannot litter the source tree.
+	if dir, err := os.MkdirTemp("", "faults-config-"); err == nil {
+		defer os.RemoveAll(dir)
+		cmd.Dir = dir
+	}
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -72,6 +72,7 @@ type result struct {
 	cpu                  time.Duration
 	idleRSS, peakRSS     int64
 	fsyncs, deliveredMsg float64
+	batch                int // mean messages per batch sent
 }
 
 func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]string) result {
@@ -86,6 +87,9 @@ func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]str
 // runBlock runs bin with env, publishes n messages and measures until all
 // are delivered.
 func runBlock(t *testing.T, bin string, broker *harness.Mosquitto, n int, all map[string]string) result {
+	if v := os.Getenv("BENCH_GOMAXPROCS"); v != "" {
+		all["GOMAXPROCS"] = v
+	}
 	b := harness.NewBlock(t, bin, broker, all)
 	b.Start()
 	defer b.Stop()
@@ -99,7 +103,11 @@ func runBlock(t *testing.T, bin string, broker *harness.Mosquitto, n int, all ma
 	pub := harness.NewPublisher(t, broker, "cloud-input", size)
 	pub.Window = 1000
 	start := time.Now()
-	go pub.Publish(0, n, 0)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		pub.Publish(0, n, 0)
+	}()
 	err = procs.WaitFor(context.Background(), 10*time.Minute, func() error {
 		if v := b.Metric("cloudblock_delivered_total"); v < float64(n) {
 			return fmt.Errorf("delivered %v", v)
@@ -110,11 +118,18 @@ func runBlock(t *testing.T, bin string, broker *harness.Mosquitto, n int, all ma
 		t.Fatal(err)
 	}
 	r := result{dur: time.Since(start)}
+	// Everything was delivered, so every publish was acknowledged; wait for
+	// the publisher to see that before the broker goes away under it.
+	<-published
+	if rp := pub.Republish.Load(); rp > 0 {
+		t.Logf("publisher resent %d messages (acknowledgements slower than 10 s)", rp)
+	}
 	end, _ := harness.ReadProcStat(b.PID())
 	r.cpu = end.CPU - idle.CPU
 	r.idleRSS, r.peakRSS = idle.RSS, end.MaxRSS
 	r.fsyncs = b.Metric("cloudblock_spool_fsyncs_total") - fs0
 	r.deliveredMsg = b.Metric("cloudblock_delivered_total")
+	r.batch = meanBatch(b)
 	return r
 }
 

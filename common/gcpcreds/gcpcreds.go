@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/cloud-block/cloud-block/common/config"
@@ -78,12 +79,21 @@ type Credentials struct {
 	Source string
 }
 
+// projectID is a project id's alphabet, optionally domain-scoped (the
+// legacy "example.com:my-project"). Google's ids are 6 to 30 characters,
+// but emulators take shorter ones ("test"), so length is left to them.
+var projectID = regexp.MustCompile(`^([a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}$`)
+
 // Load reads and validates the variables declared by Vars(prefix),
 // recording every problem in l under the variable's name.
 func Load(l *config.Loader, prefix string) Credentials {
 	emailVar, keyVar, typeVar := prefix+"_CLIENT_EMAIL", prefix+"_PRIVATE_KEY", prefix+"_TYPE"
 	jsonVar, projectVar := prefix+"_CREDENTIALS_JSON", prefix+"_PROJECT_ID"
 	c := Credentials{ProjectID: strings.TrimSpace(l.String(projectVar))}
+	if c.ProjectID != "" && !projectID.MatchString(c.ProjectID) {
+		l.Fail(projectVar, c.ProjectID, "a Google Cloud project id: lower-case letters, digits and hyphens, starting with a letter (domain-scoped ids as example.com:my-project)")
+		c.ProjectID = ""
+	}
 	email, key := strings.TrimSpace(l.String(emailVar)), l.String(keyVar)
 	whole := l.String(jsonVar)
 	switch {

@@ -141,3 +141,13 @@ func TestErrorsNameTheVariableNeverTheSecret(t *testing.T) {
 		}
 	}
 }
+
+func TestProjectIDChecked(t *testing.T) {
+	for id, ok := range map[string]bool{"my-project-123": true, "test": true, "example.com:my-project": true,
+		"Not A Project!": false, "1starts-with-digit": false, "under_score": false} {
+		_, err := load(map[string]string{"GCP_X_PROJECT_ID": id})
+		if bad := err != nil && strings.Contains(err.Error(), "GCP_X_PROJECT_ID"); bad == ok {
+			t.Errorf("%q: %v", id, err)
+		}
+	}
+}

@@ -532,3 +532,14 @@ func TestLoadErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadRejectsAPrefixWithoutRoomForKeys(t *testing.T) {
+	for _, n := range []int{MaxPrefix, MaxPrefix + 1} {
+		env := map[string]string{"X_PREFIX": strings.Repeat("p", n)}
+		l := config.NewLoader(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, Vars("X"))
+		Load(l, "X", "dev")
+		if failed := l.Err() != nil && strings.Contains(l.Err().Error(), "X_PREFIX"); failed != (n > MaxPrefix) {
+			t.Errorf("prefix of %d bytes: %v", n, l.Err())
+		}
+	}
+}

@@ -72,6 +72,9 @@ func load(l *config.Loader, device string) Config {
 		MaxObject: l.Bytes("AWS_S3_MAX_OBJECT_BYTES", 64<<10, s3MaxPut),
 		Objects:   objstore.Load(l, prefix, device),
 	}
+	if c.Region != "" && !config.ValidAWSRegion(c.Region) {
+		l.Fail("AWS_S3_REGION", c.Region, config.AWSRegionAllowed)
+	}
 	if c.Bucket != "" && !validBucket(c.Bucket) {
 		l.Fail("AWS_S3_BUCKET", c.Bucket, "a bucket name of 3 to 255 letters, digits, '.', '-' or '_' (not a URL or a path)")
 	}

@@ -66,8 +66,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	if u := l.URL("AWS_SQS_ENDPOINT", "https", "http"); u != nil {
 		st.endpoint = u.String()
 	}
-	if st.region != "" && !validRegion(st.region) {
-		l.Fail("AWS_SQS_REGION", st.region, "an AWS region such as eu-west-1 (lower-case letters, digits and hyphens)")
+	if st.region != "" && !config.ValidAWSRegion(st.region) {
+		l.Fail("AWS_SQS_REGION", st.region, config.AWSRegionAllowed)
 	}
 	switch {
 	case st.accessKey != "" && st.secretKey == "":
@@ -123,29 +123,14 @@ func (st *settings) parseQueue(l *config.Loader) {
 func regionOfHost(host string) string {
 	labels := strings.Split(host, ".")
 	for i, l := range labels {
-		if l == "sqs" && i+1 < len(labels) && validRegion(labels[i+1]) {
+		if l == "sqs" && i+1 < len(labels) && config.ValidAWSRegion(labels[i+1]) {
 			return labels[i+1]
 		}
-		if l == "queue" && i == 1 && validRegion(labels[0]) {
+		if l == "queue" && i == 1 && config.ValidAWSRegion(labels[0]) {
 			return labels[0]
 		}
 	}
 	return ""
-}
-
-// validRegion accepts region-shaped names ("eu-west-1", "us-gov-east-1"),
-// not the service labels around them.
-func validRegion(r string) bool {
-	if !strings.Contains(r, "-") {
-		return false
-	}
-	for i := 0; i < len(r); i++ {
-		c := r[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func validQueueName(n string) bool {

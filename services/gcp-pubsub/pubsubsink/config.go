@@ -86,7 +86,7 @@ func load(l *config.Loader, device string) settings {
 		creds:      gcpcreds.Load(l, prefix),
 		ordering:   l.Enum(prefix+"_ORDERING_KEY", orderNone, orderDevice, orderTopic),
 		maxMessage: int(l.Bytes(prefix+"_MAX_MESSAGE_BYTES", 1, defaultMaxMessage)),
-		emulator:   strings.TrimSpace(l.String("PUBSUB_EMULATOR_HOST")),
+		emulator:   l.HostPort("PUBSUB_EMULATOR_HOST"),
 		device:     device,
 	}
 	c.project = c.creds.ProjectID

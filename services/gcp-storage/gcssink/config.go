@@ -74,7 +74,7 @@ func load(l *config.Loader, device string) settings {
 		objects:    objstore.Load(l, prefix, device),
 		creds:      gcpcreds.Load(l, prefix),
 		maxMessage: int(l.Bytes(prefix+"_MAX_MESSAGE_BYTES", 0, 1<<30)),
-		emulator:   strings.TrimSpace(l.String("STORAGE_EMULATOR_HOST")),
+		emulator:   l.HostPort("STORAGE_EMULATOR_HOST", "http", "https"),
 	}
 	bucketVar := prefix + "_BUCKET"
 	c.bucket = strings.TrimSpace(l.String(bucketVar))

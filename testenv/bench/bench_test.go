@@ -87,8 +87,11 @@ func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]str
 // runBlock runs bin with env, publishes n messages and measures until all
 // are delivered.
 func runBlock(t *testing.T, bin string, broker *harness.Mosquitto, n int, all map[string]string) result {
-	if v := os.Getenv("BENCH_GOMAXPROCS"); v != "" {
-		all["GOMAXPROCS"] = v
+	// BENCH_BLOCK_ENV="GOGC=200 GOMAXPROCS=1" tries runtime settings on the block.
+	for _, kv := range strings.Fields(os.Getenv("BENCH_BLOCK_ENV")) {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			all[k] = v
+		}
 	}
 	b := harness.NewBlock(t, bin, broker, all)
 	b.Start()

@@ -130,8 +130,8 @@ type tally struct {
 }
 
 func (t tally) String() string {
-	return fmt.Sprintf("published %d, delivered %d distinct, %d duplicates (%d of one id), %d lost, %d corrupt",
-		t.Published, t.Distinct, t.Copies, t.Resent, t.Lost, t.Corrupt)
+	return fmt.Sprintf("published %d, delivered %d distinct, %d duplicates (%d resends of a spooled message under its id, %d broker redeliveries under new ids), %d lost, %d corrupt",
+		t.Published, t.Distinct, t.Copies, t.Resent, t.Copies-t.Resent, t.Lost, t.Corrupt)
 }
 
 // count tallies got against messages 0..n-1 of size (harness.Payload);

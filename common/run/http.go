@@ -85,8 +85,12 @@ func (s *settings) readiness(sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeli
 			reasons = append(reasons, r)
 		}
 	}
-	if sp.Stats().Full {
+	sst := sp.Stats()
+	if sst.Full {
 		reasons = append(reasons, "spool is full: new MQTT messages are not acknowledged")
+	}
+	if sst.Failing != "" {
+		reasons = append(reasons, "spool cannot write (retrying; new MQTT messages are not acknowledged): "+sst.Failing)
 	}
 	return reasons, st
 }

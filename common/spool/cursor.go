@@ -47,6 +47,14 @@ func openCursor(path string) (*cursorFile, cursorState, error) {
 			}
 		}
 	}
+	// Both slots get their bytes now, so that storing a cursor later only
+	// overwrites allocated space and cannot fail on a full disk.
+	// Best effort: on a disk already full, store retries later as before.
+	if n < len(buf) {
+		if _, err := f.WriteAt(make([]byte, len(buf)-n), int64(n)); err == nil {
+			f.Sync()
+		}
+	}
 	return &cursorFile{f: f, gen: bestGen}, best, nil
 }
 

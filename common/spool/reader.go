@@ -39,6 +39,18 @@ const readChunk = 256 << 10
 // but was never acknowledged is returned again only after a restart. With a
 // non-zero deadline it returns ErrTimeout once the deadline passes.
 func (s *Spool) Next(ctx context.Context, deadline time.Time) (Record, error) {
+	for {
+		r, err := s.next(ctx, deadline)
+		if err != errDropped {
+			return r, err
+		}
+	}
+}
+
+// errDropped: the segment next chose was dropped before it could read it.
+var errDropped = errors.New("spool: segment dropped while opening it")
+
+func (s *Spool) next(ctx context.Context, deadline time.Time) (Record, error) {
 	s.mu.Lock()
 	waiting := false
 	for {
@@ -92,6 +104,11 @@ func (s *Spool) Next(ctx context.Context, deadline time.Time) (Record, error) {
 	limit := seg.size
 	s.mu.Unlock()
 
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	if seg.dropped {
+		return Record{}, errDropped // between the two locks
+	}
 	r := &s.rd
 	if r.seg != seg {
 		r.close()

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -79,6 +80,7 @@ type Stats struct {
 	Full            bool   // appends are waiting for space (block policy)
 	FullEvents      uint64 // times the spool became full
 	WriteErrors     uint64 // failed writes or fsyncs (retried)
+	Failing         string // the last write error while writes fail (a full disk); "" once one succeeds
 	DamagedBytes    int64  // cut at start-up
 	DamagedMessages uint64 // known lost to corruption at start-up
 }
@@ -88,6 +90,7 @@ type segment struct {
 	first, last uint64 // seq range; last==0 while empty
 	size        int64  // committed bytes
 	count       int
+	dropped     bool // removed by drop_oldest (set under mu and rdMu)
 }
 
 type pending struct {
@@ -133,8 +136,13 @@ type Spool struct {
 	cursor    *cursorFile
 
 	rd reader
+	// rdMu guards rd's file and position while Next reads outside mu, so
+	// that dropOldest can close a segment the reader still holds open (its
+	// disk space is only freed then). Lock order: mu, then rdMu.
+	rdMu sync.Mutex
 
 	nCommitted, nFsyncs, nDropped, nFullEvents, nWriteErrs atomic.Uint64
+	failing                                                atomic.Pointer[string] // see Stats.Failing
 	damagedBytes                                           int64
 	damagedMsgs                                            uint64
 }
@@ -415,6 +423,10 @@ func (s *Spool) commit(group []pending, buf *[]byte) {
 	for attempt := 0; ; attempt++ {
 		seq, err := s.tryCommit(group, need, buf)
 		if err == nil {
+			if attempt > 0 {
+				s.failing.Store(nil)
+				s.log.Info("spool writes succeed again; acknowledging resumes")
+			}
 			for i := range group {
 				group[i].onDurable(seq + uint64(i))
 			}
@@ -424,6 +436,11 @@ func (s *Spool) commit(group []pending, buf *[]byte) {
 			return // messages stay unacknowledged: the broker redelivers them
 		}
 		s.nWriteErrs.Add(1)
+		msg := err.Error()
+		s.failing.Store(&msg)
+		if s.opt.Policy == DropOldest && errors.Is(err, syscall.ENOSPC) && s.dropForSpace() {
+			continue // the disk filled before BUFFER_MAX_BYTES: the policy applies as well
+		}
 		if attempt == 0 || attempt%20 == 0 {
 			s.log.Error("spool write failed; retrying, messages stay unacknowledged", "err", err, "attempt", attempt+1)
 		}
@@ -522,9 +539,23 @@ func (s *Spool) dropOldest() error {
 		}
 	}
 	old := s.segs[0]
-	lost := uint64(0)
+	// Of the undelivered messages in the segment, those the sender already
+	// took (seq < rd.next) are in its batches in memory and are still
+	// delivered; only the others are lost, and counted.
+	lost, taken := uint64(0), uint64(0)
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	old.dropped = true
+	if s.rd.seg == old {
+		s.rd.close()
+	}
 	if old.last > s.acked {
-		lost = old.last - max(s.acked, old.first-1)
+		from := max(s.acked, old.first-1) // undelivered: from+1 .. old.last
+		if s.rd.next > from+1 {           // the sender took from+1 .. rd.next-1
+			took := min(s.rd.next-1, old.last)
+			taken, from = took-from, took
+		}
+		lost = old.last - from
 		s.acked = old.last
 	}
 	if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -534,9 +565,26 @@ func (s *Spool) dropOldest() error {
 	s.total -= old.size
 	s.nDropped.Add(lost)
 	s.log.Warn("spool full: dropped the oldest undelivered messages (policy drop_oldest)",
-		"dropped", lost, "bytes", old.size)
+		"dropped", lost, "bytes", old.size, "still_in_memory", taken)
 	s.signalAck()
 	return nil
+}
+
+// dropForSpace applies drop_oldest when the filesystem itself is full
+// (before BUFFER_MAX_BYTES is reached): removing the oldest segment frees
+// its space. It reports whether it dropped; with nothing of its own to
+// drop, the disk is filled by something else and the write is retried.
+func (s *Spool) dropForSpace() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.segs) == 0 || len(s.segs) == 1 && s.committed <= s.acked {
+		return false
+	}
+	if err := s.dropOldest(); err != nil {
+		s.log.Warn("spool: dropping the oldest segment to free disk space failed", "err", err)
+		return false
+	}
+	return true
 }
 
 // Ack records that every message up to and including seq was delivered.
@@ -630,8 +678,13 @@ func (s *Spool) SetIntent(first, last uint64) error {
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	failing := ""
+	if p := s.failing.Load(); p != nil {
+		failing = *p
+	}
 	return Stats{
-		Bytes: s.total, Segments: len(s.segs), Committed: s.nCommitted.Load(), Fsyncs: s.nFsyncs.Load(),
+		Failing: failing,
+		Bytes:   s.total, Segments: len(s.segs), Committed: s.nCommitted.Load(), Fsyncs: s.nFsyncs.Load(),
 		Dropped: s.nDropped.Load(), Full: s.full, FullEvents: s.nFullEvents.Load(), WriteErrors: s.nWriteErrs.Load(),
 		DamagedBytes: s.damagedBytes, DamagedMessages: s.damagedMsgs,
 	}
@@ -668,7 +721,9 @@ func (s *Spool) Close() error {
 	close(s.ackQuit)
 	<-s.ackDone
 	err := s.storeCursor()
+	s.rdMu.Lock()
 	s.rd.close()
+	s.rdMu.Unlock()
 	if cerr := s.cursor.close(); err == nil {
 		err = cerr
 	}

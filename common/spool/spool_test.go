@@ -253,3 +253,28 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// Messages the sender already took are still delivered from memory when
+// drop_oldest removes their segment: only the others count as dropped.
+func TestDropOldestCountsOnlyWhatTheSenderHasNotTaken(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 1<<20, DropOldest)
+	defer s.Close()
+	appendN(t, s, 0, 500, 1000)
+	taken := readN(t, s, 200) // in the sender's hands, not acknowledged
+	appendN(t, s, 500, 2500, 1000)
+	st := s.Stats()
+	left := s.Backlog()
+	if st.Dropped == 0 {
+		t.Fatalf("nothing dropped: %+v", st)
+	}
+	// Everything is either still spooled, taken, or counted as dropped.
+	if uint64(len(taken))+left+st.Dropped != 3000 {
+		t.Fatalf("taken %d + left %d + dropped %d != 3000", len(taken), left, st.Dropped)
+	}
+	// Reading on continues after what was taken, with the oldest kept one.
+	next := readN(t, s, 1)
+	if next[0].Seq <= taken[len(taken)-1].Seq {
+		t.Fatalf("read seq %d again after %d", next[0].Seq, taken[len(taken)-1].Seq)
+	}
+}

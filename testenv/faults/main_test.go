@@ -126,7 +126,8 @@ type tally struct {
 	Copies              int // deliveries beyond the first of a payload (any cause)
 	Resent              int // deliveries beyond the first of one id: the sink stored a spooled message twice
 	Lost, Corrupt       int
-	Missing             []int
+	Missing             []int // the first ten
+	LastMissing         int   // the highest missing (-1 if none)
 }
 
 func (t tally) String() string {
@@ -141,7 +142,7 @@ func count(n, size int, got []msg) tally { return countRange(0, n, size, got) }
 // countRange tallies got against messages from..to-1: other numbered
 // messages are not counted, anything not numbered is corrupt.
 func countRange(from, to, size int, got []msg) tally {
-	t := tally{Published: to - from}
+	t := tally{Published: to - from, LastMissing: -1}
 	seen := make([]int, to-from)
 	ids := make(map[string]int, len(got))
 	for _, m := range got {
@@ -161,6 +162,7 @@ func countRange(from, to, size int, got []msg) tally {
 	for i, c := range seen {
 		if c == 0 {
 			t.Lost++
+			t.LastMissing = from + i
 			if len(t.Missing) < 10 {
 				t.Missing = append(t.Missing, from+i)
 			}

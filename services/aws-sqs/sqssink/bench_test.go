@@ -36,7 +36,14 @@ func BenchmarkBlockCPUPerMessage(b *testing.B) {
 	const n, size = 20000, 200
 	rate, _ := strconv.ParseFloat(os.Getenv("BENCH_RATE"), 64)
 	for range b.N {
-		e := newBlockEnv(b, false, nil)
+		// BENCH_BLOCK_ENV="GOGC=200" tries runtime settings on the block.
+		env := map[string]string{}
+		for _, kv := range strings.Fields(os.Getenv("BENCH_BLOCK_ENV")) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				env[k] = v
+			}
+		}
+		e := newBlockEnv(b, false, env)
 		e.start(b)
 		e.block.WaitMetric("cloudblock_destination_connected", 30*time.Second, func(v float64) bool { return v == 1 })
 		pid := e.block.Proc().Cmd.Process.Pid

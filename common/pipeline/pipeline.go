@@ -179,11 +179,9 @@ func (p *Pipeline) Run(stop, kill context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		if p.stable && !b.tooBig {
-			if err := p.src.SetIntent(b.seqs[0], b.seqs[len(b.seqs)-1]); err != nil {
-				<-slots
-				return fmt.Errorf("recording the batch in flight: %w", err)
-			}
+		if p.stable && !b.tooBig && !p.recordIntent(ctx, b) {
+			<-slots
+			return nil // stopping
 		}
 		p.mu.Lock()
 		b.id = p.nextID
@@ -380,6 +378,26 @@ func (p *Pipeline) backoff(ctx context.Context, d time.Duration) bool {
 }
 
 // recovery returns the channel closed at the next success after a failure.
+// recordIntent durably records b's range before it is sent, retrying a
+// failed write (a full disk) until it succeeds: sending without it could
+// duplicate the batch's object after a crash. False when ctx ended.
+func (p *Pipeline) recordIntent(ctx context.Context, b *batch) bool {
+	wait := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := p.src.SetIntent(b.seqs[0], b.seqs[len(b.seqs)-1])
+		if err == nil {
+			return true
+		}
+		if attempt%20 == 0 {
+			p.log.Error("recording the batch in flight failed; retrying before sending it", "err", err, "attempt", attempt+1)
+		}
+		if !p.backoff(ctx, wait) {
+			return false
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
 func (p *Pipeline) recovery() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -10,5 +10,7 @@
 // FAULTS_KILLS and FAULTS_OUTAGE (the issue's full sizes by default);
 // FAULTS_SOAK=1 runs the ten-minute soak instead of the two-minute one
 // (FAULTS_SOAK_TIME sets another), FAULTS_RATE the crash stream's rate, and
-// FAULTS_TARGETS=file,aws-s3,... limits the run to some targets.
+// FAULTS_TARGETS=file,aws-s3,... limits the run to some targets and
+// FAULTS_SCENARIOS=crash,powercut,disk,badinput,config,outage,security,soak
+// to some scenarios (`make test` runs a reduced file-destination subset).
 package faults

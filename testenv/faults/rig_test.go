@@ -43,6 +43,9 @@ type target struct {
 }
 
 func (tg *target) in(scenario string) bool {
+	if want := os.Getenv("FAULTS_SCENARIOS"); want != "" && !strings.Contains(","+want+",", ","+scenario+",") {
+		return false
+	}
 	if tg.only == nil {
 		return true
 	}

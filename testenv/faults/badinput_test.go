@@ -3,20 +3,15 @@ package faults
 import (
 	"bufio"
 	"bytes"
-	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/cloud-block/cloud-block/common/deadletter"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 )
 
@@ -83,27 +78,6 @@ func mqttRaw(t *testing.T, addr, topic string, payload []byte) {
 		t.Fatalf("MQTT PUBACK for %x", ack)
 	}
 	c.Write([]byte{0xe0, 0})
-}
-
-func readDeadLetters(t *testing.T, bufDir string) []deadletter.Entry {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(bufDir, "deadletter", "*.ndjson"))
-	var out []deadletter.Entry
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Buffer(nil, 64<<20)
-		for sc.Scan() {
-			var e deadletter.Entry
-			if json.Unmarshal(sc.Bytes(), &e) == nil {
-				out = append(out, e)
-			}
-		}
-	}
-	return out
 }
 
 // Bad input: empty, largest and one-too-large payloads, binary and invalid
@@ -178,8 +152,8 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%d messages arrived with the wrong topic", wrongTopic)
 		}
 		r.waitMetric("cloudblock_too_large_total", 30*time.Second, func(v float64) bool { return v == 1 })
-		dead := readDeadLetters(t, r.block.BufDir)
-		if len(dead) != 1 || dead[0].PayloadBase64 != base64.StdEncoding.EncodeToString(tooLarge) {
+		dead := r.block.DeadLetters(t)
+		if len(dead) != 1 || !bytes.Equal(dead[0].Payload, tooLarge) {
 			t.Errorf("dead-letter store: %d entries, want the one too-large payload", len(dead))
 		}
 		// Retained messages come again with every subscription: restart.

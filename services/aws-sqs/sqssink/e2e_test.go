@@ -5,20 +5,14 @@ package sqssink
 // ReceiveMessage + DeleteMessageBatch and decoded as the README says.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cloud-block/cloud-block/common/deadletter"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
@@ -165,13 +159,12 @@ func TestBlockByteExact(t *testing.T) {
 			t.Errorf("payload %d (%d bytes) not read back byte-exact", i, len(p))
 		}
 	}
-	dead := readDeadLetters(t, e.block.BufDir)
+	dead := e.block.DeadLetters(t)
 	if len(dead) != 2 {
 		t.Fatalf("%d dead-letter entries, want 2", len(dead))
 	}
 	for i, d := range dead {
-		p, _ := base64.StdEncoding.DecodeString(d.PayloadBase64)
-		if !bytes.Equal(p, over[0]) && !bytes.Equal(p, over[1]) {
+		if p := d.Payload; !bytes.Equal(p, over[0]) && !bytes.Equal(p, over[1]) {
 			t.Errorf("dead letter %d: payload of %d bytes is not one of the oversized ones", i, len(p))
 		}
 		if !strings.Contains(d.Reason, fmt.Sprintf("exceeds the queue's MaximumMessageSize of %d bytes", maxSize)) {
@@ -179,29 +172,6 @@ func TestBlockByteExact(t *testing.T) {
 		}
 	}
 	t.Logf("MaximumMessageSize %d: largest text payload %d, largest binary %d; both +1 dead-lettered", maxSize, text, bin)
-}
-
-func readDeadLetters(t *testing.T, bufDir string) []deadletter.Entry {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(bufDir, "deadletter", "*.ndjson"))
-	var out []deadletter.Entry
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 64<<20)
-		for sc.Scan() {
-			var d deadletter.Entry
-			if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, d)
-		}
-		fh.Close()
-	}
-	return out
 }
 
 // killDuringStream publishes n messages while the block is killed with

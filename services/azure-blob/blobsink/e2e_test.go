@@ -8,8 +8,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,15 +158,10 @@ func TestBinaryByteExact(t *testing.T) {
 				t.Errorf("duplicates without any fault: %d ids, %s", dup, tl)
 			}
 			e.block.WaitMetric("cloudblock_too_large_total", 30*time.Second, func(v float64) bool { return v == 1 })
-			dl, _ := filepath.Glob(filepath.Join(e.block.BufDir, "deadletter", "*.ndjson"))
-			var dead []byte
-			for _, f := range dl {
-				b, _ := os.ReadFile(f)
-				dead = append(dead, b...)
-			}
+			dead := e.block.DeadLetters(t)
 			wantReason := fmt.Sprintf("payload of %d bytes exceeds the spool's record limit of %d bytes", maxPayload+1, maxPayload+len("cloud-input"))
-			if !bytes.Contains(dead, []byte(wantReason)) {
-				t.Errorf("dead-letter store lacks %q: %.300s", wantReason, dead)
+			if !slices.ContainsFunc(dead, func(d harness.DeadLetter) bool { return strings.Contains(d.Reason, wantReason) }) {
+				t.Errorf("dead-letter store lacks %q: %v", wantReason, dead)
 			}
 			t.Logf("%s: %s, %d blobs, %d duplicate ids; largest payload %d bytes stored, %d dead-lettered on arrival (cloudblock_too_large_total %v, cloudblock_dead_lettered_total %v)",
 				tc.name, tl, blobs, dup, maxPayload, maxPayload+1, e.block.Metric("cloudblock_too_large_total"), e.block.Metric("cloudblock_dead_lettered_total"))

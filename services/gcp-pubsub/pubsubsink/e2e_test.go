@@ -6,11 +6,8 @@ package pubsubsink
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -119,19 +116,8 @@ func TestE2EByteExact(t *testing.T) {
 		}
 	}
 	e.block.WaitMetric("cloudblock_dead_lettered_total", 30*time.Second, func(v float64) bool { return v == 1 })
-	files, _ := filepath.Glob(filepath.Join(e.block.BufDir, "deadletter", "*.ndjson"))
-	var dead []byte
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		dead = append(dead, b...)
-	}
-	var entry struct {
-		Reason        string `json:"reason"`
-		PayloadBase64 string `json:"payload_base64"`
-	}
-	json.Unmarshal(bytes.TrimSpace(dead), &entry)
-	if got, _ := base64.StdEncoding.DecodeString(entry.PayloadBase64); !bytes.Equal(got, tooBig) || !strings.Contains(entry.Reason, "exceeds the destination's limit") {
-		t.Errorf("dead-letter store holds %d bytes, reason %q", len(got), entry.Reason)
+	if dead := e.block.DeadLetters(t); len(dead) != 1 || !bytes.Equal(dead[0].Payload, tooBig) || !strings.Contains(dead[0].Reason, "exceeds the destination's limit") {
+		t.Errorf("dead-letter store holds %v, want the %d-byte payload with reason \"exceeds the destination's limit\"", dead, len(tooBig))
 	}
 	e.block.WaitMetric("cloudblock_spool_messages", 30*time.Second, func(v float64) bool { return v == 0 })
 	if code, body := e.block.Ready(); code != 200 {

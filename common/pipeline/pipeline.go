@@ -377,7 +377,6 @@ func (p *Pipeline) backoff(ctx context.Context, d time.Duration) bool {
 	return waitBackoff(ctx, d, p.recovery())
 }
 
-// recovery returns the channel closed at the next success after a failure.
 // recordIntent durably records b's range before it is sent, retrying a
 // failed write (a full disk) until it succeeds: sending without it could
 // duplicate the batch's object after a crash. False when ctx ended.
@@ -398,6 +397,7 @@ func (p *Pipeline) recordIntent(ctx context.Context, b *batch) bool {
 	}
 }
 
+// recovery returns the channel closed at the next success after a failure.
 func (p *Pipeline) recovery() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()

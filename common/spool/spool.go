@@ -572,12 +572,12 @@ func (s *Spool) dropOldest() error {
 
 // dropForSpace applies drop_oldest when the filesystem itself is full
 // (before BUFFER_MAX_BYTES is reached): removing the oldest segment frees
-// its space. It reports whether it dropped; with nothing of its own to
-// drop, the disk is filled by something else and the write is retried.
+// its space. It reports whether it dropped; with nothing of its own on
+// disk, the disk is filled by something else and the write is retried.
 func (s *Spool) dropForSpace() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || len(s.segs) == 0 || len(s.segs) == 1 && s.committed <= s.acked {
+	if s.closed || s.total == 0 {
 		return false
 	}
 	if err := s.dropOldest(); err != nil {
@@ -683,10 +683,9 @@ func (s *Spool) Stats() Stats {
 		failing = *p
 	}
 	return Stats{
-		Failing: failing,
-		Bytes:   s.total, Segments: len(s.segs), Committed: s.nCommitted.Load(), Fsyncs: s.nFsyncs.Load(),
+		Bytes: s.total, Segments: len(s.segs), Committed: s.nCommitted.Load(), Fsyncs: s.nFsyncs.Load(),
 		Dropped: s.nDropped.Load(), Full: s.full, FullEvents: s.nFullEvents.Load(), WriteErrors: s.nWriteErrs.Load(),
-		DamagedBytes: s.damagedBytes, DamagedMessages: s.damagedMsgs,
+		Failing: failing, DamagedBytes: s.damagedBytes, DamagedMessages: s.damagedMsgs,
 	}
 }
 

@@ -17,7 +17,7 @@ func (l *Loader) HostPort(name string, schemes ...string) string {
 		return ""
 	}
 	hostport := s
-	if i := strings.Index(s, "://"); i >= 0 && len(schemes) > 0 {
+	if strings.Contains(s, "://") && len(schemes) > 0 {
 		u, err := url.Parse(s)
 		ok := err == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.User == nil
 		if ok {

@@ -44,11 +44,15 @@ func Load(l *config.Loader, prefix, device string) Options {
 	if o.Gzip && o.Mode == PerMessage {
 		l.Fail(gzipVar, l.Optional(gzipVar), "false when "+modeVar+" is message, which stores each payload unchanged")
 	}
-	if _, err := compile(o.Template, o.Mode); err != nil {
+	t, err := compile(o.Template, o.Mode)
+	if err != nil {
 		var te *templateError
 		if errors.As(err, &te) {
 			l.Fail(tmplVar, l.Optional(tmplVar), te.want)
 		}
+	} else if fixed := len(o.Prefix) + 1 + t.fixedBytes() + len(".ndjson.gz"); fixed > MaxKeyBytes {
+		// Every key would be too long, and every batch dead-lettered.
+		l.Fail(tmplVar, l.Optional(tmplVar), fmt.Sprintf("a template whose fixed text, with %s_PREFIX, leaves room in the %d bytes a key may have (they take %d)", prefix, MaxKeyBytes, fixed))
 	}
 	return o
 }

@@ -47,6 +47,15 @@ type template struct {
 
 // templateError is an invalid template; want completes config.Error's
 // "is invalid: want ..." so Load and Build say the same thing.
+// fixedBytes is the length of the template's literal text.
+func (t template) fixedBytes() int {
+	n := 0
+	for _, p := range t.parts {
+		n += len(p.lit)
+	}
+	return n
+}
+
 type templateError struct {
 	template, want string
 }

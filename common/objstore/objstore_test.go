@@ -543,3 +543,22 @@ func TestLoadRejectsAPrefixWithoutRoomForKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadRejectsATemplateWhoseFixedTextCannotFit(t *testing.T) {
+	for _, c := range []struct {
+		prefix, tmpl string
+		ok           bool
+	}{
+		{"", strings.Repeat("k", 900) + "/{first}-{last}", true},
+		{"", strings.Repeat("k", 1020) + "/{first}-{last}", false},
+		{strings.Repeat("p", 500), strings.Repeat("k", 490) + "/{first}-{last}", true},
+		{strings.Repeat("p", 500), strings.Repeat("k", 520) + "/{first}-{last}", false},
+	} {
+		env := map[string]string{"X_PREFIX": c.prefix, "X_KEY_TEMPLATE": c.tmpl}
+		l := config.NewLoader(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, Vars("X"))
+		Load(l, "X", "dev")
+		if failed := l.Err() != nil && strings.Contains(l.Err().Error(), "X_KEY_TEMPLATE"); failed == c.ok {
+			t.Errorf("prefix %d B, template %d B: %v", len(c.prefix), len(c.tmpl), l.Err())
+		}
+	}
+}

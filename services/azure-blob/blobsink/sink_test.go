@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/cloud-block/cloud-block/common/config"
-	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
@@ -356,10 +355,10 @@ func TestConnect(t *testing.T) {
 
 // Build errors (a key that cannot fit 1024 bytes) can never be fixed by a retry.
 func TestLayoutErrorIsPermanent(t *testing.T) {
-	// The prefix is bounded at configuration (objstore.MaxPrefix); a long
-	// literal part of the template is not, and still makes keys too long.
-	tmpl := strings.Repeat("k", objstore.MaxKeyBytes) + "/{first}-{last}"
-	s := fakeSink(t, newFakeStore("ctr"), with(fakeEnv, "AZURE_BLOB_KEY_TEMPLATE", tmpl), nil)
+	// Configuration refuses a prefix and template whose fixed text alone
+	// cannot fit; these fit, but not with the message ids added.
+	tmpl := strings.Repeat("k", 490) + "/{first}-{last}"
+	s := fakeSink(t, newFakeStore("ctr"), with(fakeEnv, "AZURE_BLOB_PREFIX", strings.Repeat("p", 500), "AZURE_BLOB_KEY_TEMPLATE", tmpl), nil)
 	err := s.WriteBatch(context.Background(), msgs(1, oneTopic))
 	if !sink.IsPermanent(err) {
 		t.Fatalf("got %v, want permanent", err)

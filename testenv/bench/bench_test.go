@@ -88,10 +88,8 @@ func pipeline(t *testing.T, broker *harness.Mosquitto, n int, env map[string]str
 // are delivered.
 func runBlock(t *testing.T, bin string, broker *harness.Mosquitto, n int, all map[string]string) result {
 	// BENCH_BLOCK_ENV="GOGC=200 GOMAXPROCS=1" tries runtime settings on the block.
-	for _, kv := range strings.Fields(os.Getenv("BENCH_BLOCK_ENV")) {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			all[k] = v
-		}
+	for k, v := range harness.EnvFields(os.Getenv("BENCH_BLOCK_ENV")) {
+		all[k] = v
 	}
 	b := harness.NewBlock(t, bin, broker, all)
 	b.Start()

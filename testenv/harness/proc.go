@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -54,4 +55,26 @@ func (b *Block) PID() int {
 		return 0
 	}
 	return b.proc.Cmd.Process.Pid
+}
+
+// CPUTime is pid's user+system CPU time so far; it fails tb if it cannot be read.
+func CPUTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	st, err := ReadProcStat(pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st.CPU
+}
+
+// EnvFields parses "K=V K2=V2" (as in BENCH_BLOCK_ENV, which benchmarks use
+// to try runtime settings such as GOGC on the block) into a map.
+func EnvFields(s string) map[string]string {
+	env := map[string]string{}
+	for _, kv := range strings.Fields(s) {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
 }

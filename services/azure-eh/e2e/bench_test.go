@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,30 +9,15 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/harness"
 )
 
-// cpuTime is the user+system CPU time a running process has used so far.
-func cpuTime(tb testing.TB, pid int) time.Duration {
-	tb.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// Fields after "(comm) ": state is the first, utime the 12th, stime the 13th.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const userHZ = 100 // USER_HZ, the unit of /proc/<pid>/stat on Linux
-	return time.Duration(utime+stime) * time.Second / userHZ
-}
-
 // measure publishes n messages of size bytes to a running, connected block
 // and reports the CPU it spent on them and the rate it delivered them at.
 func measure(b *testing.B, block *harness.Block, broker *harness.Mosquitto, n, size int) {
 	pid := block.Proc().Cmd.Process.Pid
 	pub := harness.NewPublisher(b, broker, "cloud-input", size)
-	before, start := cpuTime(b, pid), time.Now()
+	before, start := harness.CPUTime(b, pid), time.Now()
 	pub.Publish(0, n, 0)
 	block.WaitMetric("cloudblock_delivered_total", 2*time.Minute, func(v float64) bool { return v >= float64(n) })
-	cpu, wall := cpuTime(b, pid)-before, time.Since(start)
+	cpu, wall := harness.CPUTime(b, pid)-before, time.Since(start)
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-us/msg")
 	b.ReportMetric(float64(n)/wall.Seconds(), "msgs/s")
 	b.Logf("%d messages of %d bytes: block CPU %s (%.1f us/msg), %s wall", n, size, cpu, float64(cpu.Microseconds())/float64(n), wall.Round(time.Millisecond))

@@ -2,15 +2,7 @@ package faults
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,69 +13,6 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/harness"
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
-
-// pki is a CA and what it signed, as PEM.
-type pki struct {
-	ca      *x509.Certificate
-	caKey   *ecdsa.PrivateKey
-	caPEM   []byte
-	keyBody string // the base64 of the client key: must never be printed
-}
-
-func newCA(t *testing.T, name string) *pki {
-	t.Helper()
-	p := &pki{}
-	p.caPEM, p.ca, p.caKey = issue(t, name, nil, nil, true)
-	return p
-}
-
-// issue makes a certificate for name, signed by parent (self-signed when
-// nil), and returns it as PEM with the parsed form and its key.
-func issue(t *testing.T, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool) ([]byte, *x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		IsCA: isCA, BasicConstraintsValid: true,
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert, key
-}
-
-func (p *pki) leaf(t *testing.T, name string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	certPEM, _, key := issue(t, name, p.ca, p.caKey, false)
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
-
-func writeFile(t *testing.T, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // imageUser returns the USER of the final stage of a Dockerfile ("" if none).
 func imageUser(t *testing.T, path string) string {
@@ -144,20 +73,20 @@ func TestSecurity(t *testing.T) {
 		})
 
 		t.Run("mqtt-tls", func(t *testing.T) {
-			ca, other := newCA(t, "faults-ca"), newCA(t, "other-ca")
+			ca, other := harness.NewCA(t, "faults-ca"), harness.NewCA(t, "other-ca")
 			dir := t.TempDir()
-			serverCert, serverKey := ca.leaf(t, "127.0.0.1")
-			clientCert, clientKey := ca.leaf(t, "cloud-block")
+			serverCert, serverKey := ca.Leaf(t, "127.0.0.1")
+			clientCert, clientKey := ca.Leaf(t, "cloud-block")
 			keyBody := strings.Join(strings.Split(strings.TrimSpace(string(clientKey)), "\n")[1:2], "")
 			tlsPort := procs.FreePort(t)
 			extra := fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n",
-				tlsPort, writeFile(t, dir, "ca.pem", ca.caPEM), writeFile(t, dir, "server.pem", serverCert), writeFile(t, dir, "server.key", serverKey))
+				tlsPort, harness.WriteFile(t, dir, "ca.pem", ca.PEM), harness.WriteFile(t, dir, "server.pem", serverCert), harness.WriteFile(t, dir, "server.key", serverKey))
 			tlsURL := fmt.Sprintf("mqtts://127.0.0.1:%d", tlsPort)
 			tlsEnv := map[string]string{
 				"LOCAL_MQTT_HOST": tlsURL,
 				// PEM text in one line with literal \n, as in an env var.
-				"LOCAL_MQTT_CA":   strings.ReplaceAll(string(ca.caPEM), "\n", `\n`),
-				"LOCAL_MQTT_CERT": writeFile(t, dir, "client.pem", clientCert),
+				"LOCAL_MQTT_CA":   strings.ReplaceAll(string(ca.PEM), "\n", `\n`),
+				"LOCAL_MQTT_CERT": harness.WriteFile(t, dir, "client.pem", clientCert),
 				"LOCAL_MQTT_KEY":  strings.ReplaceAll(string(clientKey), "\n", `\n`),
 			}
 			r := newRig(t, tg, rigOpts{broker: harness.MosquittoOptions{Extra: extra}, env: tlsEnv})
@@ -212,7 +141,7 @@ func TestSecurity(t *testing.T) {
 				}
 				return body
 			}
-			wrongCA := refused("wrong-ca", map[string]string{"LOCAL_MQTT_CA": string(other.caPEM)}, "certificate")
+			wrongCA := refused("wrong-ca", map[string]string{"LOCAL_MQTT_CA": string(other.PEM)}, "certificate")
 			wrongPW := refused("wrong-password", map[string]string{"LOCAL_MQTT_HOST": r.broker.URL(), "LOCAL_MQTT_CA": "", "LOCAL_MQTT_CERT": "", "LOCAL_MQTT_KEY": "",
 				"LOCAL_MQTT_PASSWORD": "wrongPW-" + randHex(6)}, "not authori", "bad user name or password")
 			note := fmt.Sprintf("TLS with client certificate and password: %d of %d delivered; wrong CA: %.90s; wrong password: %.90s",

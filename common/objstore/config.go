@@ -50,7 +50,7 @@ func Load(l *config.Loader, prefix, device string) Options {
 		if errors.As(err, &te) {
 			l.Fail(tmplVar, l.Optional(tmplVar), te.want)
 		}
-	} else if fixed := len(o.Prefix) + 1 + t.fixedBytes() + len(".ndjson.gz"); fixed > MaxKeyBytes {
+	} else if fixed := len(o.Prefix) + 1 + t.fixedBytes() + len(extNDJSONGzip); fixed > MaxKeyBytes {
 		// Every key would be too long, and every batch dead-lettered.
 		l.Fail(tmplVar, l.Optional(tmplVar), fmt.Sprintf("a template whose fixed text, with %s_PREFIX, leaves room in the %d bytes a key may have (they take %d)", prefix, MaxKeyBytes, fixed))
 	}

@@ -28,6 +28,12 @@ const (
 	DefaultMessageTemplate = "{device}/{yyyy}/{mm}/{dd}/{hh}/{id}"
 )
 
+// Extensions of batch objects.
+const (
+	extNDJSON     = ".ndjson"
+	extNDJSONGzip = ".ndjson.gz"
+)
+
 // MaxKeyBytes is the longest key S3, Azure Blob and GCS all accept.
 const MaxKeyBytes = 1024
 
@@ -147,10 +153,10 @@ func (k *keyer) batch(batch []sink.Message, all []int, device string, gz bool) (
 	if k.t.topics > 0 {
 		groups = groupByTopic(batch, all)
 	}
-	ext := ".ndjson"
+	ext := extNDJSON
 	enc := ""
 	if gz {
-		ext, enc = ".ndjson.gz", EncodingGzip
+		ext, enc = extNDJSONGzip, EncodingGzip
 	}
 	deviceField := appendDeviceField(nil, device)
 

@@ -12,11 +12,17 @@ import (
 // generation and a checksum: a torn write can only damage the slot being
 // written, so the other, one generation older, is still valid and at worst
 // one acknowledgement is redone.
+//
+// A slot also holds the reservation: every seq below it may have been given
+// to a message that was delivered from memory and never written, so after a
+// crash numbering resumes there and no id is ever given twice. Slots written
+// before the reservation existed (checksum at byte 32) are still read.
 const slotSize = 48
 
 type cursorState struct {
 	acked               uint64
 	intentFirst, intent uint64 // intent = last seq of the batch in flight (0 = none)
+	reserved            uint64 // seqs below this may have been handed out
 }
 
 type cursorFile struct {
@@ -35,7 +41,13 @@ func openCursor(path string) (*cursorFile, cursorState, error) {
 	var best cursorState
 	for i := 0; i+slotSize <= n; i += slotSize {
 		s := buf[i : i+slotSize]
-		if binary.LittleEndian.Uint32(s[32:]) != crc32.Checksum(s[:32], castagnoli) {
+		var reserved uint64
+		switch {
+		case binary.LittleEndian.Uint32(s[40:]) == crc32.Checksum(s[:40], castagnoli):
+			reserved = binary.LittleEndian.Uint64(s[32:])
+		case binary.LittleEndian.Uint32(s[32:]) == crc32.Checksum(s[:32], castagnoli):
+			// the format before the reservation
+		default:
 			continue
 		}
 		if g := binary.LittleEndian.Uint64(s); g > bestGen {
@@ -44,6 +56,7 @@ func openCursor(path string) (*cursorFile, cursorState, error) {
 				acked:       binary.LittleEndian.Uint64(s[8:]),
 				intentFirst: binary.LittleEndian.Uint64(s[16:]),
 				intent:      binary.LittleEndian.Uint64(s[24:]),
+				reserved:    reserved,
 			}
 		}
 	}
@@ -66,7 +79,8 @@ func (c *cursorFile) store(st cursorState) error {
 	binary.LittleEndian.PutUint64(s[8:], st.acked)
 	binary.LittleEndian.PutUint64(s[16:], st.intentFirst)
 	binary.LittleEndian.PutUint64(s[24:], st.intent)
-	binary.LittleEndian.PutUint32(s[32:], crc32.Checksum(s[:32], castagnoli))
+	binary.LittleEndian.PutUint64(s[32:], st.reserved)
+	binary.LittleEndian.PutUint32(s[40:], crc32.Checksum(s[:40], castagnoli))
 	if _, err := c.f.WriteAt(s[:], int64(c.gen%2)*slotSize); err != nil {
 		return err
 	}

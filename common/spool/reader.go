@@ -34,8 +34,8 @@ func (r *reader) close() {
 
 const readChunk = 256 << 10
 
-// Next blocks until the next undelivered, committed record is available and
-// returns it. Records are returned once each, in order; what Next returned
+// Next blocks until the next undelivered record is available (on disk, or
+// held in memory unless the spool is strict) and returns it. Records are returned once each, in order; what Next returned
 // but was never acknowledged is returned again only after a restart. With a
 // non-zero deadline it returns ErrTimeout once the deadline passes.
 func (s *Spool) Next(ctx context.Context, deadline time.Time) (Record, error) {
@@ -65,8 +65,12 @@ func (s *Spool) next(ctx context.Context, deadline time.Time) (Record, error) {
 		if s.rd.next <= s.acked {
 			s.rd.next = s.acked + 1 // start, or messages dropped under us
 		}
-		if s.rd.next <= s.committed {
-			break
+		if s.rd.next <= s.durable {
+			break // on disk
+		}
+		if rec, ok := s.fromMemory(); ok {
+			s.mu.Unlock()
+			return rec, nil
 		}
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			s.mu.Unlock()
@@ -130,6 +134,26 @@ func (s *Spool) next(ctx context.Context, deadline time.Time) (Record, error) {
 		r.next = seq + 1
 		return Record{Seq: seq, ID: s.ID(seq), Entry: e}, nil
 	}
+}
+
+// fromMemory returns the next record from those held in memory, when the
+// mode allows reading them before they are written and their seq is within
+// the durable reservation (so that its id is never given twice, whatever
+// happens next). Caller holds mu.
+func (s *Spool) fromMemory() (Record, bool) {
+	if s.strict() || len(s.mem) == 0 {
+		return Record{}, false
+	}
+	i := 0
+	if s.rd.next > s.mem[0].seq {
+		i = int(s.rd.next - s.mem[0].seq)
+	}
+	if i >= len(s.mem) || s.mem[i].seq >= s.stored.reserved {
+		return Record{}, false
+	}
+	h := &s.mem[i]
+	s.rd.next = h.seq + 1
+	return Record{Seq: h.seq, ID: s.ID(h.seq), Entry: h.e}, true
 }
 
 // readAt decodes the record at r.pos, refilling the buffer from the file as

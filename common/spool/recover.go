@@ -14,7 +14,8 @@ import (
 type scanResult struct {
 	first, last uint64 // seq range of intact records (0,0 if none)
 	count       int
-	size        int64 // bytes of intact records (the file's size after repair)
+	size        int64  // bytes of intact records (the file's size after repair)
+	runs        ranges // the seqs present: messages delivered from memory leave gaps
 }
 
 // Damage found while scanning, reported to the caller for logs and metrics.
@@ -22,7 +23,7 @@ type Damage struct {
 	Segment  string
 	Offset   int64
 	Bytes    int64  // bytes cut out or cut off
-	Lost     uint64 // messages known lost (a gap in seq), 0 if unknown
+	Lost     uint64 // at most this many messages lost (the gap in seq around the damage; messages delivered from memory also leave gaps), 0 if unknown
 	Tail     bool   // the damage ran to the end of the file (a torn write)
 	SetAside string // where the damaged bytes were saved, if anywhere
 }
@@ -72,6 +73,7 @@ func scanSegment(path string, prev uint64, maxBody int, asideDir string) (scanRe
 			}
 			last = seq
 			res.count++
+			res.runs.add(seq)
 			out = append(out, data[pos:pos+n]...)
 			pos += n
 			continue
@@ -102,7 +104,7 @@ func scanSegment(path string, prev uint64, maxBody int, asideDir string) (scanRe
 	}
 	res.last = last
 	if res.count == 0 {
-		res.first, res.last = 0, 0
+		res.first, res.last, res.runs = 0, 0, nil
 	}
 	res.size = int64(len(out))
 	tmp := path + ".repair"
@@ -160,6 +162,7 @@ func scanClean(f *os.File, prev uint64, maxBody int) (scanResult, int64, error) 
 		}
 		res.last, last = seq, seq
 		res.count++
+		res.runs.add(seq)
 		off += int64(headerSize + n)
 		res.size = off
 	}

@@ -1,13 +1,27 @@
 // Package spool is the durable, bounded store-and-forward buffer between
 // the MQTT subscription and the cloud.
 //
-// It is a segmented append-only log written by one goroutine in group
-// commits: every message queued while the previous fsync ran is written
-// with one write and made durable with one fsync, and only then is each
-// message's onDurable callback (the MQTT PUBACK) called. Records carry a
-// CRC-32C; start-up cuts a torn tail and cuts out (and sets aside) a corrupt
-// range, keeping every intact record. Delivered messages are recorded in a
-// small cursor file, and whole segments are deleted once delivered, so the
+// A message is acknowledged to the broker (its onSafe callback) as soon as
+// it is safe: delivered to the destination, or durably written here,
+// whichever comes first. Each message gets its sequence number (its stable
+// id) on arrival and is held in memory, readable by the sender at once; what
+// the destination confirms within SyncInterval is acknowledged and never
+// written anywhere, and what it does not is written with everything else
+// held, in one write and one fsync, then acknowledged. Flash is written only
+// for what the cloud has not taken in time. SyncInterval 0 is the strict
+// mode: every message is written and fsynced (in group commits) before its
+// acknowledgement, and the sender reads only what is on disk.
+//
+// On disk it is a segmented append-only log. Records carry a CRC-32C;
+// start-up cuts a torn tail and cuts out (and sets aside) a corrupt range,
+// keeping every intact record. Seqs on disk may have gaps where messages
+// were delivered from memory. A small cursor file holds the delivered mark
+// (written only when it passes records that are on disk, at most once per
+// SyncInterval: a stale mark only makes delivered messages be sent again
+// under their ids), the batch in flight for exact resends, and a
+// reservation of seqs, so that an id given to a message delivered from
+// memory is never given again after a crash. Whole delivered segments are
+// deleted and a delivered active segment is truncated and reused, so the
 // disk footprint returns to zero when the cloud keeps up.
 //
 // Why our own log rather than an embedded store: bbolt rewrites B+tree
@@ -54,16 +68,34 @@ var (
 	ErrTooLarge = errors.New("message larger than the spool's record limit")
 )
 
+// DefaultMemoryBytes is what Open uses for a zero Options.MemoryBytes.
+const DefaultMemoryBytes = 1 << 20
+
+// reserveChunk is how many seqs one cursor write reserves: a write a day at
+// sensor rates, one every minute at 20,000 messages a second.
+const reserveChunk = 1 << 20
+
 // Options configure a spool.
 type Options struct {
-	Dir        string
-	MaxBytes   int64
-	Policy     Policy
-	CommitWait time.Duration // how long a group may wait for more messages before its fsync
+	Dir      string
+	MaxBytes int64
+	Policy   Policy
+	// SyncInterval is how long a message may wait in memory, unacknowledged,
+	// for the destination to confirm it before it is written and fsynced.
+	// 0 writes every message before acknowledging it (strict mode).
+	SyncInterval time.Duration
+	// MemoryBytes bounds the records held in memory; past it they are
+	// written at once. 0 means DefaultMemoryBytes.
+	MemoryBytes int64
+	// CommitWait (strict mode) is how long a group may wait for more
+	// messages before its fsync.
+	CommitWait time.Duration
 	Logger     *slog.Logger
+
+	noQuiet bool // tests: only the window and the memory bound trigger a sync
 }
 
-// Record is a committed message read back from the spool.
+// Record is a message read back from the spool.
 type Record struct {
 	Seq uint64
 	ID  string
@@ -74,15 +106,21 @@ type Record struct {
 type Stats struct {
 	Bytes           int64  // on disk, all segments
 	Segments        int    // files
-	Committed       uint64 // records made durable since start
+	Committed       uint64 // records written and fsynced since start
 	Fsyncs          uint64 // fsyncs of segment data
+	MarkFsyncs      uint64 // fsyncs of the cursor (delivered mark, batch in flight, seq reservation)
+	DirFsyncs       uint64 // fsyncs of the spool directory (a new segment)
+	WrittenBytes    uint64 // bytes written to segments and the cursor
+	SafeByDelivery  uint64 // messages acknowledged because the destination confirmed them first
+	SafeBySync      uint64 // messages acknowledged because they were written first
+	HeldBytes       int64  // records held in memory, not yet written nor delivered
 	Dropped         uint64 // undelivered messages removed by drop_oldest
 	Full            bool   // appends are waiting for space (block policy)
 	FullEvents      uint64 // times the spool became full
 	WriteErrors     uint64 // failed writes or fsyncs (retried)
 	Failing         string // the last write error while writes fail (a full disk); "" once one succeeds
 	DamagedBytes    int64  // cut at start-up
-	DamagedMessages uint64 // known lost to corruption at start-up
+	DamagedMessages uint64 // lost to corruption found at start-up (at most: gaps in seq)
 }
 
 type segment struct {
@@ -93,13 +131,22 @@ type segment struct {
 	dropped     bool // removed by drop_oldest (set under mu and rdMu)
 }
 
-type pending struct {
-	e         Entry
-	onDurable func(seq uint64)
+// held is a message in memory: neither on disk nor delivered.
+type held struct {
+	seq    uint64
+	e      Entry
+	onSafe func(seq uint64)
+	at     time.Time // arrival, for SyncInterval
 }
 
-// Spool is safe for one writer goroutine (its own), any number of Append
-// callers, one reader (Next) and any Ack callers.
+type safeCall struct {
+	f   func(seq uint64)
+	seq uint64
+}
+
+// Spool is safe for any number of Append callers, one reader (Next) and any
+// Ack callers. A writer goroutine writes what memory holds; a meta
+// goroutine writes the cursor and deletes delivered segments.
 type Spool struct {
 	opt      Options
 	log      *slog.Logger
@@ -107,33 +154,48 @@ type Spool struct {
 	epoch    string
 	maxBody  int
 	segBytes int64
-	maxGroup int // bytes a group may gather before its commit
+	maxGroup int   // bytes one write may take
+	memHard  int64 // Append waits while memory holds this much
 
-	in       chan pending
 	stopOnce sync.Once
 	stopping chan struct{}
 	written  chan struct{} // closed when the writer loop has exited
+	kick     chan struct{} // wakes the writer
+	metaKick chan struct{} // wakes the meta loop
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	segs      []*segment
-	active    *os.File
-	nextSeq   uint64
-	committed uint64 // highest durable seq
-	acked     uint64 // highest delivered seq
-	closed    bool
-	full      bool
-	total     int64
+	mu       sync.Mutex
+	cond     *sync.Cond
+	segs     []*segment
+	active   *os.File
+	nextSeq  uint64
+	durable  uint64 // highest seq on disk
+	acked    uint64 // highest delivered seq (everything up to it is delivered)
+	mem      []held // contiguous seqs above durable, in order
+	memBytes int64
+	writing  int    // mem[:writing] is being written
+	disk     ranges // undelivered seqs on disk
+	closed   bool
+	full     bool
+	total    int64
 
-	// intentFirst..intent is the batch in flight whose exact resend matters.
+	lastArrival time.Time
+	gap         time.Duration // moving average of the time between arrivals (0: none yet)
+
+	// intentFirst..intent is the batch in flight whose exact resend matters;
+	// intentStored says whether the cursor on disk holds it.
 	intentFirst, intent uint64
-	cursorMu            sync.Mutex // serialises cursor writes
+	intentStored        bool
+	markDirty           bool        // records on disk were delivered since the mark was stored
+	stored              cursorState // what the cursor file holds
+	cursorMu            sync.Mutex  // serialises cursor writes
 
-	ackSignal chan struct{}
-	ackQuit   chan struct{}
-	ackDone   chan struct{}
-	stopped   atomic.Bool
-	cursor    *cursorFile
+	safeMu sync.Mutex // runs onSafe callbacks one batch at a time, in seq order
+	safeQ  []safeCall
+
+	ackQuit chan struct{}
+	ackDone chan struct{}
+	stopped atomic.Bool
+	cursor  *cursorFile
 
 	rd reader
 	// rdMu guards rd's file and position while Next reads outside mu, so
@@ -141,10 +203,12 @@ type Spool struct {
 	// disk space is only freed then). Lock order: mu, then rdMu.
 	rdMu sync.Mutex
 
-	nCommitted, nFsyncs, nDropped, nFullEvents, nWriteErrs atomic.Uint64
-	failing                                                atomic.Pointer[string] // see Stats.Failing
-	damagedBytes                                           int64
-	damagedMsgs                                            uint64
+	nCommitted, nFsyncs, nMarkFsyncs, nDirFsyncs, nWritten  atomic.Uint64
+	nSafeDelivery, nSafeSync                                 atomic.Uint64
+	nDropped, nFullEvents, nWriteErrs                        atomic.Uint64
+	failing                                                  atomic.Pointer[string] // see Stats.Failing
+	damagedBytes                                             int64
+	damagedMsgs                                              uint64
 }
 
 // Open recovers the spool in opt.Dir (creating it if needed) and starts its
@@ -159,16 +223,19 @@ func Open(opt Options) (*Spool, error) {
 	if opt.Policy == "" {
 		opt.Policy = Block
 	}
+	if opt.MemoryBytes <= 0 {
+		opt.MemoryBytes = DefaultMemoryBytes
+	}
 	s := &Spool{
-		opt:       opt,
-		log:       opt.Logger,
-		dir:       filepath.Join(opt.Dir, "spool"),
-		in:        make(chan pending, 4096),
-		stopping:  make(chan struct{}),
-		written:   make(chan struct{}),
-		ackSignal: make(chan struct{}, 1),
-		ackQuit:   make(chan struct{}),
-		ackDone:   make(chan struct{}),
+		opt:      opt,
+		log:      opt.Logger,
+		dir:      filepath.Join(opt.Dir, "spool"),
+		stopping: make(chan struct{}),
+		written:  make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		metaKick: make(chan struct{}, 1),
+		ackQuit:  make(chan struct{}),
+		ackDone:  make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	// A segment is a sixteenth of the budget (64KiB..16MiB): small enough
@@ -178,6 +245,7 @@ func Open(opt Options) (*Spool, error) {
 	s.segBytes = min(max(opt.MaxBytes/16, 64<<10), 16<<20)
 	s.maxBody = int(min(opt.MaxBytes/4, 256<<20+1<<16))
 	s.maxGroup = int(min(opt.MaxBytes/8, 4<<20))
+	s.memHard = max(2*opt.MemoryBytes, int64(s.maxGroup))
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
@@ -185,7 +253,7 @@ func Open(opt Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: recover %s: %w", s.dir, err)
 	}
 	go s.writeLoop()
-	go s.ackLoop()
+	go s.metaLoop()
 	return s, nil
 }
 
@@ -210,9 +278,9 @@ func (s *Spool) recover() error {
 	if err != nil {
 		return err
 	}
-	s.cursor, s.acked = cur, st.acked
+	s.cursor, s.acked, s.stored = cur, st.acked, st
 	if st.intent > st.acked {
-		s.intentFirst, s.intent = max(st.intentFirst, st.acked+1), st.intent
+		s.intentFirst, s.intent, s.intentStored = max(st.intentFirst, st.acked+1), st.intent, true
 	}
 
 	names, err := filepath.Glob(filepath.Join(s.dir, "*.seg"))
@@ -231,7 +299,7 @@ func (s *Spool) recover() error {
 			s.damagedBytes += d.Bytes
 			s.damagedMsgs += d.Lost
 			s.log.Warn("spool damage repaired at start-up", "segment", d.Segment, "offset", d.Offset,
-				"bytes", d.Bytes, "lost", d.Lost, "torn_tail", d.Tail, "set_aside", d.SetAside)
+				"bytes", d.Bytes, "lost_at_most", d.Lost, "torn_tail", d.Tail, "set_aside", d.SetAside)
 		}
 		if res.count == 0 || res.last <= s.acked {
 			// Empty or fully delivered: nothing to keep.
@@ -243,12 +311,22 @@ func (s *Spool) recover() error {
 		prev = res.last
 		s.segs = append(s.segs, &segment{path: name, first: res.first, last: res.last, size: res.size, count: res.count})
 		s.total += res.size
+		for _, r := range res.runs {
+			if r.hi > s.acked {
+				s.disk.addRange(max(r.lo, s.acked+1), r.hi)
+			}
+		}
 	}
-	s.committed = max(prev, s.acked)
-	s.nextSeq = s.committed + 1
+	s.durable = max(prev, s.acked)
+	// Seqs below the reservation may have gone to messages delivered from
+	// memory before a crash: never give them again.
+	s.nextSeq = max(s.durable+1, st.reserved)
 	if len(s.segs) > 0 {
 		s.log.Info("spool recovered", "dir", s.dir, "segments", len(s.segs), "bytes", s.total,
-			"undelivered", s.committed-max(s.acked, s.segs[0].first-1))
+			"undelivered", s.disk.count())
+	}
+	if err := s.storeCursor(); err != nil { // the first reservation
+		return err
 	}
 	return s.roll()
 }
@@ -273,8 +351,10 @@ func loadEpoch(path string) (string, error) {
 	return e, syncDir(filepath.Dir(path))
 }
 
-// roll starts a new active segment named after the next seq. Caller holds
-// mu or is single-threaded (recovery).
+// roll starts a new active segment named after the seq above everything
+// written so far (seqs are handed out ahead of writes, so the next seq could
+// name two segments alike). It sorts after every older segment and before
+// every newer one. Caller holds mu or is single-threaded (recovery).
 func (s *Spool) roll() error {
 	if s.active != nil {
 		if err := s.active.Close(); err != nil {
@@ -282,11 +362,12 @@ func (s *Spool) roll() error {
 		}
 		s.active = nil
 	}
-	path := filepath.Join(s.dir, fmt.Sprintf("%020d.seg", s.nextSeq))
+	path := filepath.Join(s.dir, fmt.Sprintf("%020d.seg", s.durable+1))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
+	s.nDirFsyncs.Add(1)
 	if err := syncDir(s.dir); err != nil {
 		f.Close()
 		return err
@@ -296,144 +377,186 @@ func (s *Spool) roll() error {
 	return nil
 }
 
-// Append queues e for the next group commit; onDurable is called (from the
-// writer goroutine, in order) once e is on disk. It blocks while the queue
-// is full, which is how a full spool (block policy) pushes back on MQTT.
-func (s *Spool) Append(ctx context.Context, e Entry, onDurable func(seq uint64)) error {
+func (s *Spool) strict() bool { return s.opt.SyncInterval <= 0 }
+
+// Append takes e, gives it the next seq and holds it until it is safe:
+// onSafe is called once (in seq order, from the spool's goroutines or an
+// Ack caller) when e is delivered or durably written. Append waits while
+// memory holds its bound, which is how a slow or full disk pushes back on
+// MQTT.
+func (s *Spool) Append(ctx context.Context, e Entry, onSafe func(seq uint64)) error {
 	if len(e.Topic) > maxTopicLen || bodyFixed+len(e.Topic)+len(e.Payload) > s.maxBody {
 		return ErrTooLarge
 	}
-	select {
-	case <-s.stopping:
+	s.mu.Lock()
+	if s.memBytes >= s.memHard && !s.stopped.Load() && ctx.Err() == nil {
+		stop := context.AfterFunc(ctx, func() {
+			s.mu.Lock()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+		for s.memBytes >= s.memHard && !s.stopped.Load() && ctx.Err() == nil {
+			s.cond.Wait()
+		}
+		stop()
+	}
+	if s.stopped.Load() {
+		s.mu.Unlock()
 		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	now := time.Now()
+	if !s.lastArrival.IsZero() {
+		// A moving average quick enough to learn a burst's pace within a few
+		// messages; an idle spell counts as one window, not as hours.
+		sample := min(now.Sub(s.lastArrival), s.opt.SyncInterval)
+		if s.gap == 0 {
+			s.gap = sample
+		} else {
+			s.gap += (sample - s.gap) / 4
+		}
+	}
+	s.lastArrival = now
+	size := int64(e.Size())
+	wake := len(s.mem) == 0 || (s.memBytes < s.opt.MemoryBytes && s.memBytes+size >= s.opt.MemoryBytes)
+	s.mem = append(s.mem, held{seq: s.nextSeq, e: e, onSafe: onSafe, at: now})
+	s.nextSeq++
+	s.memBytes += size
+	reserve := s.nextSeq+reserveChunk/2 > s.stored.reserved
+	if !s.strict() {
+		s.cond.Broadcast() // the reader may take it from memory
+	}
+	s.mu.Unlock()
+	if wake {
+		signal(s.kick)
+	}
+	if reserve {
+		signal(s.metaKick)
+	}
+	return nil
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
 	default:
 	}
-	select {
-	case s.in <- pending{e: e, onDurable: onDurable}:
-		return nil
-	case <-s.stopping:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+}
+
+// syncDue says whether what memory holds should be written now, and if not,
+// how long until it should (0: nothing held). Caller holds mu.
+func (s *Spool) syncDue(now time.Time) (bool, time.Duration) {
+	if len(s.mem) == 0 {
+		return false, 0
 	}
+	if s.strict() {
+		due := s.mem[0].at.Add(s.opt.CommitWait)
+		if !now.Before(due) || s.memBytes >= int64(s.maxGroup) {
+			return true, 0
+		}
+		return false, due.Sub(now)
+	}
+	if s.memBytes >= s.opt.MemoryBytes {
+		return true, 0
+	}
+	// The window: nothing waits unacknowledged longer than SyncInterval.
+	due := s.mem[0].at.Add(s.opt.SyncInterval)
+	// Arrivals stopped while acknowledgements are held: the broker may be
+	// waiting for them (its in-flight window is full), so holding them any
+	// longer would only stall the stream. "Stopped" is judged against the
+	// recent pace: four average gaps without a message.
+	if quiet := s.lastArrival.Add(min(4*s.gap, s.opt.SyncInterval)); quiet.Before(due) && !s.opt.noQuiet {
+		due = quiet
+	}
+	if !now.Before(due) {
+		return true, 0
+	}
+	return false, due.Sub(now)
 }
 
 func (s *Spool) writeLoop() {
 	defer close(s.written)
-	var group []pending
 	var buf []byte
-	var timer *time.Timer
-	// When appends pause and everything written was delivered, start a new
-	// segment so the delivered one can be deleted: an idle spool then takes
-	// no disk at all, instead of keeping its last segment until the next roll.
-	idle := time.NewTimer(time.Second)
-	defer idle.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
-		group = group[:0]
-		select {
-		case <-idle.C:
-			s.rollIfDelivered()
+		s.mu.Lock()
+		stopping := s.stopped.Load()
+		due, wait := s.syncDue(time.Now())
+		if stopping {
+			// Write what is held before the stop: it is acknowledged.
+			due = len(s.mem) > 0
+		}
+		s.mu.Unlock()
+		if due {
+			if !s.commit(&buf) {
+				return
+			}
 			continue
-		case p := <-s.in:
-			group = append(group, p)
-		case <-s.stopping:
-			// Drain what was queued before the stop: it is committed and acknowledged.
-			for {
-				select {
-				case p := <-s.in:
-					group = append(group, p)
-					continue
-				default:
-				}
-				break
-			}
-			if len(group) > 0 {
-				s.commit(group, &buf)
-			}
+		}
+		if stopping {
 			return
 		}
-		size := group[0].e.Size()
-		// Take everything already queued; then, if asked, wait a little for more.
-		var deadline <-chan time.Time
-		if s.opt.CommitWait > 0 {
-			if timer == nil {
-				timer = time.NewTimer(s.opt.CommitWait)
-			} else {
-				timer.Reset(s.opt.CommitWait)
-			}
-			deadline = timer.C
+		s.reuseIfDelivered()
+		if wait > 0 {
+			timer.Reset(wait)
 		}
-	gather:
-		for size < s.maxGroup {
-			select {
-			case p := <-s.in:
-				group = append(group, p)
-				size += p.e.Size()
-				continue
-			default:
-			}
-			if deadline == nil {
-				break
-			}
-			select {
-			case p := <-s.in:
-				group = append(group, p)
-				size += p.e.Size()
-			case <-deadline:
-				deadline = nil
-				break gather
-			case <-s.stopping:
-				break gather
-			}
+		select {
+		case <-s.kick:
+		case <-timer.C:
+		case <-s.stopping:
 		}
-		if deadline != nil && !timer.Stop() {
-			<-timer.C
-		}
-		s.commit(group, &buf)
-		idle.Reset(time.Second)
+		timer.Stop()
 	}
 }
 
-// rollIfDelivered rolls a fully delivered active segment; the ack loop then
-// deletes it. Writer goroutine only.
-func (s *Spool) rollIfDelivered() {
+// reuseIfDelivered truncates the active segment once everything in it is
+// delivered and the mark says so, instead of starting a new file (a file
+// creation, a directory fsync and an unlink each time). Writer only.
+func (s *Spool) reuseIfDelivered() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	act := s.segs[len(s.segs)-1]
-	if act.size == 0 || act.last == 0 || act.last > s.acked {
+	if act.size == 0 || act.last > s.stored.acked {
 		return
 	}
-	if err := s.roll(); err != nil {
-		s.log.Warn("spool: starting a new segment failed", "err", err)
+	s.rdMu.Lock()
+	if s.rd.seg == act {
+		s.rd.close()
+	}
+	s.rdMu.Unlock()
+	if err := s.active.Truncate(0); err != nil {
+		s.log.Warn("spool: truncating the delivered segment failed", "err", err)
 		return
 	}
-	s.signalAck()
+	s.total -= act.size
+	act.first, act.last, act.size, act.count = 0, 0, 0, 0
+	s.cond.Broadcast()
 }
 
-// commit writes group as one write and one fsync, then calls each onDurable.
-// On a write error it cuts the partial write off and retries with backoff
-// (the messages stay unacknowledged meanwhile), so a full disk stalls
-// instead of losing or corrupting anything.
-func (s *Spool) commit(group []pending, buf *[]byte) {
-	need := int64(0)
-	for i := range group {
-		need += int64(group[i].e.Size())
-	}
+// commit writes what memory holds (at most maxGroup bytes) as one write and
+// one fsync, then acknowledges it. On a write error it cuts the partial
+// write off and retries with backoff (the messages stay unacknowledged
+// meanwhile), so a full disk stalls instead of losing or corrupting
+// anything. False when the spool stopped with messages unwritten.
+func (s *Spool) commit(buf *[]byte) bool {
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		seq, err := s.tryCommit(group, need, buf)
+		err := s.tryCommit(buf)
 		if err == nil {
 			if attempt > 0 {
 				s.failing.Store(nil)
 				s.log.Info("spool writes succeed again; acknowledging resumes")
 			}
-			for i := range group {
-				group[i].onDurable(seq + uint64(i))
-			}
-			return
+			s.runSafe()
+			return true
 		}
 		if errors.Is(err, ErrClosed) {
-			return // messages stay unacknowledged: the broker redelivers them
+			return false // messages stay unacknowledged: the broker redelivers them
 		}
 		s.nWriteErrs.Add(1)
 		msg := err.Error()
@@ -447,60 +570,135 @@ func (s *Spool) commit(group []pending, buf *[]byte) {
 		time.Sleep(backoff)
 		backoff = min(backoff*2, 5*time.Second)
 		if s.stopped.Load() {
-			return // still unacknowledged: the broker redelivers after restart
+			return false // still unacknowledged: the broker redelivers after restart
 		}
 	}
 }
 
-func (s *Spool) tryCommit(group []pending, need int64, buf *[]byte) (uint64, error) {
+// groupSize is how many held records one write takes, and their bytes.
+// Caller holds mu.
+func (s *Spool) groupSize(limit int64) (int, int64) {
+	n, size := 0, int64(0)
+	for n < len(s.mem) {
+		sz := int64(s.mem[n].e.Size())
+		if n > 0 && size+sz > limit {
+			break
+		}
+		n++
+		size += sz
+	}
+	return n, size
+}
+
+func (s *Spool) tryCommit(buf *[]byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	_, need := s.groupSize(int64(s.maxGroup))
+	if need == 0 {
+		return nil
+	}
 	if err := s.makeRoom(need); err != nil {
-		return 0, err
+		return err
+	}
+	// Deliveries may have taken some while makeRoom waited.
+	n, need := s.groupSize(need)
+	if n == 0 || need > s.opt.MaxBytes-s.total {
+		return nil // delivered meanwhile, or a larger record came first: the next round
 	}
 	act := s.segs[len(s.segs)-1]
 	if act.size > 0 && act.size+need > s.segBytes {
 		if err := s.roll(); err != nil {
-			return 0, err
+			return err
 		}
 		act = s.segs[len(s.segs)-1]
 	}
-	first := s.nextSeq
+	first, last := s.mem[0].seq, s.mem[n-1].seq
 	b := (*buf)[:0]
-	for i := range group {
-		b = appendRecord(b, first+uint64(i), &group[i].e)
+	for i := range n {
+		b = appendRecord(b, s.mem[i].seq, &s.mem[i].e)
 	}
 	*buf = b
-	if cap(b) > 2*int(s.maxGroup) {
+	if cap(b) > 2*s.maxGroup {
 		*buf = nil // do not keep a one-off huge buffer alive
 	}
-	// Write and fsync outside the lock would let readers and ackers run
-	// meanwhile; they only need committed state, which changes below.
+	s.writing = n
+	// Write and fsync outside the lock: appends, reads and deliveries go on
+	// meanwhile (a delivery may take records from mem[:writing]).
 	s.mu.Unlock()
 	_, werr := s.active.WriteAt(b, act.size)
 	if werr == nil {
 		werr = s.active.Sync()
 	}
 	s.nFsyncs.Add(1)
+	s.nWritten.Add(uint64(len(b)))
 	s.mu.Lock()
 	if werr != nil {
 		// Drop whatever part of the write landed so the file stays a clean log.
 		_ = s.active.Truncate(act.size)
-		return 0, werr
+		s.writing = 0
+		return werr
 	}
-	n := uint64(len(group))
 	if act.first == 0 {
 		act.first = first
 	}
-	act.last = first + n - 1
+	act.last = last
 	act.size += int64(len(b))
-	act.count += len(group)
+	act.count += n
 	s.total += int64(len(b))
-	s.nextSeq += n
-	s.committed = act.last
-	s.nCommitted.Add(n)
+	s.durable = last
+	s.nCommitted.Add(uint64(n))
+	// What was not delivered while it was written is now safe by the write.
+	k := s.writing
+	s.writing = 0
+	if k > 0 {
+		s.disk.addRange(s.mem[0].seq, s.mem[k-1].seq)
+		s.popSafe(k)
+		s.nSafeSync.Add(uint64(k))
+	}
+	if !s.intentStored && s.intent >= first && s.intentFirst <= last {
+		// The batch in flight now has records on disk: a resend after a crash
+		// must be that batch again.
+		s.mu.Unlock()
+		err := s.storeCursor()
+		s.mu.Lock()
+		if err != nil {
+			s.log.Warn("spool: recording the batch in flight failed; a crash may resend it in other batches", "err", err)
+		}
+	}
 	s.cond.Broadcast()
-	return first, nil
+	return nil
+}
+
+// popSafe removes mem[:k] and queues their onSafe calls. Caller holds mu.
+func (s *Spool) popSafe(k int) {
+	for i := range k {
+		h := &s.mem[i]
+		s.safeQ = append(s.safeQ, safeCall{h.onSafe, h.seq})
+		s.memBytes -= int64(h.e.Size())
+	}
+	clear(s.mem[:k])
+	s.mem = s.mem[k:]
+	if len(s.mem) == 0 {
+		s.mem = s.mem[:0:0] // let the backing array go
+	}
+}
+
+// runSafe calls the queued onSafe callbacks in seq order.
+func (s *Spool) runSafe() {
+	s.safeMu.Lock()
+	defer s.safeMu.Unlock()
+	for {
+		s.mu.Lock()
+		q := s.safeQ
+		s.safeQ = nil
+		s.mu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for _, c := range q {
+			c.f(c.seq)
+		}
+	}
 }
 
 // makeRoom applies the full policy until need more bytes fit. Caller holds mu.
@@ -542,21 +740,20 @@ func (s *Spool) dropOldest() error {
 	// Of the undelivered messages in the segment, those the sender already
 	// took (seq < rd.next) are in its batches in memory and are still
 	// delivered; only the others are lost, and counted.
-	lost, taken := uint64(0), uint64(0)
 	s.rdMu.Lock()
 	defer s.rdMu.Unlock()
 	old.dropped = true
 	if s.rd.seg == old {
 		s.rd.close()
 	}
+	var lost, taken uint64
 	if old.last > s.acked {
-		from := max(s.acked, old.first-1) // undelivered: from+1 .. old.last
-		if s.rd.next > from+1 {           // the sender took from+1 .. rd.next-1
-			took := min(s.rd.next-1, old.last)
-			taken, from = took-from, took
+		if s.rd.next > 0 {
+			taken = s.disk.countTo(min(s.rd.next-1, old.last))
 		}
-		lost = old.last - from
+		lost = s.disk.trimTo(old.last) - taken
 		s.acked = old.last
+		s.markDirty = true
 	}
 	if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -566,7 +763,7 @@ func (s *Spool) dropOldest() error {
 	s.nDropped.Add(lost)
 	s.log.Warn("spool full: dropped the oldest undelivered messages (policy drop_oldest)",
 		"dropped", lost, "bytes", old.size, "still_in_memory", taken)
-	s.signalAck()
+	signal(s.metaKick)
 	return nil
 }
 
@@ -588,47 +785,72 @@ func (s *Spool) dropForSpace() bool {
 }
 
 // Ack records that every message up to and including seq was delivered.
-// The mark is persisted asynchronously (coalesced) and delivered segments
-// are deleted after it is.
+// Messages still held in memory are acknowledged to the broker at once and
+// never written. The mark is persisted later (coalesced), and only when it
+// passes records on disk; delivered segments are deleted after it is.
 func (s *Spool) Ack(seq uint64) {
 	s.mu.Lock()
-	if seq > s.acked && seq <= s.committed {
-		s.acked = seq
-		s.signalAck()
+	if seq <= s.acked || seq >= s.nextSeq {
+		s.mu.Unlock()
+		return
+	}
+	s.acked = seq
+	if s.disk.trimTo(seq) > 0 {
+		s.markDirty = true
+		signal(s.metaKick)
+	}
+	k := 0
+	for k < len(s.mem) && s.mem[k].seq <= seq {
+		k++
+	}
+	if k > 0 {
+		s.popSafe(k)
+		s.writing = max(0, s.writing-k)
+		s.nSafeDelivery.Add(uint64(k))
+		s.cond.Broadcast() // Append may wait for memory
 	}
 	s.mu.Unlock()
-}
-
-func (s *Spool) signalAck() {
-	select {
-	case s.ackSignal <- struct{}{}:
-	default:
+	if k > 0 {
+		s.runSafe()
 	}
 }
 
-func (s *Spool) ackLoop() {
+// metaLoop writes the cursor when it must (a seq reservation running out,
+// the mark passing records on disk: at most once per SyncInterval) and
+// deletes the segments the stored mark covers.
+func (s *Spool) metaLoop() {
 	defer close(s.ackDone)
-	var stored uint64
+	var lastMark time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
-		case <-s.ackSignal:
+		case <-s.metaKick:
+		case <-timer.C:
 		case <-s.ackQuit:
 			return
 		}
 		s.mu.Lock()
-		acked := s.acked
+		reserve := s.nextSeq+reserveChunk/2 > s.stored.reserved
+		dirty := s.markDirty
 		s.mu.Unlock()
-		if acked != stored {
-			if err := s.storeCursor(); err != nil {
-				s.log.Error("spool: storing the delivered mark failed; will retry", "err", err)
-				time.Sleep(100 * time.Millisecond)
-				s.signalAck()
+		if dirty && !reserve {
+			if wait := s.opt.SyncInterval - time.Since(lastMark); wait > 0 {
+				timer.Reset(wait) // coalesce: a stale mark only means resends
 				continue
 			}
-			stored = acked
+		}
+		if dirty || reserve {
+			if err := s.storeCursor(); err != nil {
+				s.log.Error("spool: storing the delivered mark failed; will retry", "err", err)
+				timer.Reset(100 * time.Millisecond)
+				continue
+			}
+			lastMark = time.Now()
 		}
 		s.mu.Lock()
-		for len(s.segs) > 1 && s.segs[0].last != 0 && s.segs[0].last <= stored {
+		for len(s.segs) > 1 && s.segs[0].last != 0 && s.segs[0].last <= s.stored.acked {
 			old := s.segs[0]
 			if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 				s.log.Error("spool: removing a delivered segment failed", "segment", old.path, "err", err)
@@ -639,17 +861,44 @@ func (s *Spool) ackLoop() {
 		}
 		s.cond.Broadcast()
 		s.mu.Unlock()
+		signal(s.kick) // the active segment may be reusable now
 	}
 }
 
-// storeCursor durably writes the delivered mark and the intent.
-func (s *Spool) storeCursor() error {
+// storeCursor durably writes the delivered mark, the intent and a seq
+// reservation reaching reserveChunk past the next seq.
+func (s *Spool) storeCursor() error { return s.storeCursorReserving(false) }
+
+// storeCursorReserving with exact reserves nothing beyond the next seq: on
+// a clean stop, when nothing more is handed out, so that numbering resumes
+// without a jump.
+func (s *Spool) storeCursorReserving(exact bool) error {
 	s.cursorMu.Lock()
 	defer s.cursorMu.Unlock()
 	s.mu.Lock()
-	st := cursorState{acked: s.acked, intentFirst: s.intentFirst, intent: s.intent}
+	st := cursorState{acked: s.acked, intentFirst: s.intentFirst, intent: s.intent, reserved: s.stored.reserved}
+	switch {
+	case exact:
+		st.reserved = s.nextSeq
+	case s.nextSeq+reserveChunk/2 > s.stored.reserved:
+		st.reserved = s.nextSeq + reserveChunk
+	}
+	dirty, intentStored := s.markDirty, s.intentStored
+	s.markDirty, s.intentStored = false, true
 	s.mu.Unlock()
-	return s.cursor.store(st)
+	err := s.cursor.store(st)
+	s.nMarkFsyncs.Add(1)
+	s.nWritten.Add(slotSize)
+	s.mu.Lock()
+	if err != nil {
+		s.markDirty = s.markDirty || dirty
+		s.intentStored = s.intentStored && intentStored
+	} else {
+		s.stored = st
+		s.cond.Broadcast() // the reader may read past the old reservation
+	}
+	s.mu.Unlock()
+	return err
 }
 
 // Intent returns the seq range of the batch that was in flight when the
@@ -664,13 +913,21 @@ func (s *Spool) Intent() (first, last uint64, ok bool) {
 	return max(s.intentFirst, s.acked+1), s.intent, true
 }
 
-// SetIntent durably records that the records first..last are about to be
-// sent as one batch, so that after a crash they are resent as exactly that
-// batch (same object key, overwritten rather than duplicated).
+// SetIntent records that the records first..last are about to be sent as
+// one batch, so that after a crash they are resent as exactly that batch
+// (same object key, overwritten rather than duplicated). It is written at
+// once when some of them are on disk, and otherwise with them if they are
+// written before they are delivered: a batch held only in memory is not
+// resent after a crash (the broker redelivers it) and needs no record.
 func (s *Spool) SetIntent(first, last uint64) error {
 	s.mu.Lock()
 	s.intentFirst, s.intent = first, last
+	s.intentStored = false
+	onDisk := first <= s.durable
 	s.mu.Unlock()
+	if !onDisk {
+		return nil
+	}
 	return s.storeCursor()
 }
 
@@ -684,20 +941,23 @@ func (s *Spool) Stats() Stats {
 	}
 	return Stats{
 		Bytes: s.total, Segments: len(s.segs), Committed: s.nCommitted.Load(), Fsyncs: s.nFsyncs.Load(),
+		MarkFsyncs: s.nMarkFsyncs.Load(), DirFsyncs: s.nDirFsyncs.Load(), WrittenBytes: s.nWritten.Load(),
+		SafeByDelivery: s.nSafeDelivery.Load(), SafeBySync: s.nSafeSync.Load(), HeldBytes: s.memBytes,
 		Dropped: s.nDropped.Load(), Full: s.full, FullEvents: s.nFullEvents.Load(), WriteErrors: s.nWriteErrs.Load(),
 		Failing: failing, DamagedBytes: s.damagedBytes, DamagedMessages: s.damagedMsgs,
 	}
 }
 
-// Backlog returns how many committed messages are not yet delivered.
+// Backlog returns how many messages are not yet delivered, on disk and in
+// memory.
 func (s *Spool) Backlog() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.committed - s.acked
+	return s.disk.count() + uint64(len(s.mem))
 }
 
-// StopWriting stops accepting messages, commits (and acknowledges) what was
-// already queued, and returns when the writer is done.
+// StopWriting stops accepting messages, writes (and acknowledges) what
+// memory held, and returns when the writer is done.
 func (s *Spool) StopWriting() {
 	s.stopOnce.Do(func() {
 		s.stopped.Store(true)
@@ -719,7 +979,7 @@ func (s *Spool) Close() error {
 	s.StopWriting()
 	close(s.ackQuit)
 	<-s.ackDone
-	err := s.storeCursor()
+	err := s.storeCursorReserving(true)
 	s.rdMu.Lock()
 	s.rd.close()
 	s.rdMu.Unlock()

@@ -203,12 +203,12 @@ type Spool struct {
 	// disk space is only freed then). Lock order: mu, then rdMu.
 	rdMu sync.Mutex
 
-	nCommitted, nFsyncs, nMarkFsyncs, nDirFsyncs, nWritten  atomic.Uint64
-	nSafeDelivery, nSafeSync                                 atomic.Uint64
-	nDropped, nFullEvents, nWriteErrs                        atomic.Uint64
-	failing                                                  atomic.Pointer[string] // see Stats.Failing
-	damagedBytes                                             int64
-	damagedMsgs                                              uint64
+	nCommitted, nFsyncs, nMarkFsyncs, nDirFsyncs, nWritten atomic.Uint64
+	nSafeDelivery, nSafeSync                               atomic.Uint64
+	nDropped, nFullEvents, nWriteErrs                      atomic.Uint64
+	failing                                                atomic.Pointer[string] // see Stats.Failing
+	damagedBytes                                           int64
+	damagedMsgs                                            uint64
 }
 
 // Open recovers the spool in opt.Dir (creating it if needed) and starts its

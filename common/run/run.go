@@ -169,11 +169,13 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 		l.Fail("BUFFER_DIR", dir, "an absolute path to a writable directory on a persistent volume ("+err.Error()+")")
 	}
 	s.spool = spool.Options{
-		Dir:        dir,
-		MaxBytes:   l.Bytes("BUFFER_MAX_BYTES", 1<<20, 1<<40),
-		Policy:     spool.Policy(policy),
-		CommitWait: l.Duration("BUFFER_COMMIT_WAIT", 0, time.Second),
-		Logger:     s.log,
+		Dir:          dir,
+		MaxBytes:     l.Bytes("BUFFER_MAX_BYTES", 1<<20, 1<<40),
+		Policy:       spool.Policy(policy),
+		SyncInterval: l.Duration("BUFFER_SYNC_INTERVAL", 0, time.Minute),
+		MemoryBytes:  l.Bytes("BUFFER_MEMORY_BYTES", 64<<10, 1<<30),
+		CommitWait:   l.Duration("BUFFER_COMMIT_WAIT", 0, time.Second),
+		Logger:       s.log,
 	}
 	s.deadMax = l.Bytes("DEADLETTER_MAX_BYTES", 1<<20, 1<<40)
 	s.pipe = pipeline.Config{
@@ -234,7 +236,7 @@ func (s *settings) serve(ctx context.Context) error {
 	defer dead.Close()
 
 	received := reg.Counter("cloudblock_received_total", "MQTT messages received.")
-	acked := reg.Counter("cloudblock_acknowledged_total", "MQTT messages acknowledged (PUBACK) after they were durably spooled.")
+	acked := reg.Counter("cloudblock_acknowledged_total", "MQTT messages acknowledged (PUBACK) once delivered or durably spooled.")
 	tooLarge := reg.Counter("cloudblock_too_large_total", "MQTT messages larger than the spool's record limit, dead-lettered on arrival.")
 	ingestCtx, stopIngest := context.WithCancel(context.Background())
 	defer stopIngest()

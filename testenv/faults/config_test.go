@@ -33,6 +33,8 @@ var commonBad = map[string]string{
 	"BUFFER_MAX_BYTES":           "12 parsecs",
 	"BUFFER_FULL_POLICY":         "panic",
 	"BUFFER_COMMIT_WAIT":         "-5ms",
+	"BUFFER_SYNC_INTERVAL":       "1h",
+	"BUFFER_MEMORY_BYTES":        "1KiB",
 	"DEADLETTER_MAX_BYTES":       "1KiB",
 	"BATCH_MAX_MESSAGES":         "0",
 	"BATCH_MAX_BYTES":            "lots",

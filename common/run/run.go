@@ -187,6 +187,8 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 		RetryInitial: l.Duration("RETRY_INITIAL_BACKOFF", 10*time.Millisecond, time.Hour),
 		RetryMax:     l.Duration("RETRY_MAX_BACKOFF", 10*time.Millisecond, 24*time.Hour),
 	}
+	// A crash resends at most about one batch besides those in flight.
+	s.spool.MarkEvery = s.pipe.MaxMessages
 	if s.pipe.RetryMax < s.pipe.RetryInitial {
 		l.Fail("RETRY_MAX_BACKOFF", l.String("RETRY_MAX_BACKOFF"), "a duration not below RETRY_INITIAL_BACKOFF ("+s.pipe.RetryInitial.String()+")")
 	}

@@ -87,6 +87,11 @@ type Options struct {
 	// MemoryBytes bounds the records held in memory; past it they are
 	// written at once. 0 means DefaultMemoryBytes.
 	MemoryBytes int64
+	// MarkEvery bounds what a crash can make the sender send again: once
+	// this many records on disk were delivered since the delivered mark was
+	// last stored, it is stored at once instead of at the next SyncInterval.
+	// 0: the interval alone.
+	MarkEvery int
 	// CommitWait (strict mode) is how long a group may wait for more
 	// messages before its fsync.
 	CommitWait time.Duration
@@ -186,6 +191,7 @@ type Spool struct {
 	intentFirst, intent uint64
 	intentStored        bool
 	markDirty           bool        // records on disk were delivered since the mark was stored
+	unmarked            uint64      // records on disk delivered since the mark was stored
 	stored              cursorState // what the cursor file holds
 	cursorMu            sync.Mutex  // serialises cursor writes
 
@@ -795,8 +801,9 @@ func (s *Spool) Ack(seq uint64) {
 		return
 	}
 	s.acked = seq
-	if s.disk.trimTo(seq) > 0 {
+	if n := s.disk.trimTo(seq); n > 0 {
 		s.markDirty = true
+		s.unmarked += n
 		signal(s.metaKick)
 	}
 	k := 0
@@ -834,8 +841,9 @@ func (s *Spool) metaLoop() {
 		s.mu.Lock()
 		reserve := s.nextSeq+reserveChunk/2 > s.stored.reserved
 		dirty := s.markDirty
+		urgent := reserve || (s.opt.MarkEvery > 0 && s.unmarked >= uint64(s.opt.MarkEvery))
 		s.mu.Unlock()
-		if dirty && !reserve {
+		if dirty && !urgent {
 			if wait := s.opt.SyncInterval - time.Since(lastMark); wait > 0 {
 				timer.Reset(wait) // coalesce: a stale mark only means resends
 				continue
@@ -883,8 +891,8 @@ func (s *Spool) storeCursorReserving(exact bool) error {
 	case s.nextSeq+reserveChunk/2 > s.stored.reserved:
 		st.reserved = s.nextSeq + reserveChunk
 	}
-	dirty, intentStored := s.markDirty, s.intentStored
-	s.markDirty, s.intentStored = false, true
+	dirty, unmarked, intentStored := s.markDirty, s.unmarked, s.intentStored
+	s.markDirty, s.unmarked, s.intentStored = false, 0, true
 	s.mu.Unlock()
 	err := s.cursor.store(st)
 	s.nMarkFsyncs.Add(1)
@@ -892,6 +900,7 @@ func (s *Spool) storeCursorReserving(exact bool) error {
 	s.mu.Lock()
 	if err != nil {
 		s.markDirty = s.markDirty || dirty
+		s.unmarked += unmarked
 		s.intentStored = s.intentStored && intentStored
 	} else {
 		s.stored = st

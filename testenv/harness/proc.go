@@ -78,3 +78,28 @@ func EnvFields(s string) map[string]string {
 	}
 	return env
 }
+
+// WrittenBytes is what pid has sent to the storage layer so far
+// (/proc/<pid>/io write_bytes less cancelled_write_bytes: pages written and
+// then truncated away before they reached the disk do not count).
+func WrittenBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	var w, c int64
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "write_bytes":
+			w = n
+		case "cancelled_write_bytes":
+			c = n
+		}
+	}
+	return w - c, nil
+}

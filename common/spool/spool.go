@@ -599,6 +599,16 @@ func (s *Spool) groupSize(limit int64) (int, int64) {
 func (s *Spool) tryCommit(buf *[]byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The batch in flight gets records on disk with this write: record it
+	// first, so that a crash at any point resends exactly that batch.
+	for len(s.mem) > 0 && !s.intentStored && s.intent >= s.mem[0].seq && s.intentFirst <= s.mem[len(s.mem)-1].seq {
+		s.mu.Unlock()
+		err := s.storeCursor()
+		s.mu.Lock()
+		if err != nil {
+			return fmt.Errorf("recording the batch in flight: %w", err)
+		}
+	}
 	_, need := s.groupSize(int64(s.maxGroup))
 	if need == 0 {
 		return nil
@@ -660,16 +670,6 @@ func (s *Spool) tryCommit(buf *[]byte) error {
 		s.disk.addRange(s.mem[0].seq, s.mem[k-1].seq)
 		s.popSafe(k)
 		s.nSafeSync.Add(uint64(k))
-	}
-	if !s.intentStored && s.intent >= first && s.intentFirst <= last {
-		// The batch in flight now has records on disk: a resend after a crash
-		// must be that batch again.
-		s.mu.Unlock()
-		err := s.storeCursor()
-		s.mu.Lock()
-		if err != nil {
-			s.log.Warn("spool: recording the batch in flight failed; a crash may resend it in other batches", "err", err)
-		}
 	}
 	s.cond.Broadcast()
 	return nil
@@ -925,16 +925,20 @@ func (s *Spool) Intent() (first, last uint64, ok bool) {
 // SetIntent records that the records first..last are about to be sent as
 // one batch, so that after a crash they are resent as exactly that batch
 // (same object key, overwritten rather than duplicated). It is written at
-// once when some of them are on disk, and otherwise with them if they are
-// written before they are delivered: a batch held only in memory is not
-// resent after a crash (the broker redelivers it) and needs no record.
+// once when some of them are on disk, and otherwise before they are written
+// if that happens while they are in flight: a batch held only in memory is
+// not resent after a crash (the broker redelivers it) and needs no record.
 func (s *Spool) SetIntent(first, last uint64) error {
 	s.mu.Lock()
 	s.intentFirst, s.intent = first, last
 	s.intentStored = false
-	onDisk := first <= s.durable
+	// Also when the stored mark lags behind delivered records on disk: a
+	// crash would resend those in other batches than they went in. With one
+	// batch in flight at a time, storing here keeps every delivered record
+	// on disk but the current batch's under the mark.
+	must := first <= s.durable || s.markDirty
 	s.mu.Unlock()
-	if !onDisk {
+	if !must {
 		return nil
 	}
 	return s.storeCursor()

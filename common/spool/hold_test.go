@@ -126,12 +126,10 @@ func TestHoldArrivalsStopSyncsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var safe *atomic.Int64
 	for i := range 50 {
-		safe = appendAsync(t, s, i, 1, 100)
+		appendAsync(t, s, i, 1, 100)
 		time.Sleep(time.Millisecond)
 	}
-	_ = safe
 	waitFor(t, "a sync after arrivals stopped", func() bool { return s.Stats().SafeBySync == 50 })
 }
 

@@ -97,7 +97,7 @@ lint:
 	$(GO) vet $(PKGS)
 
 bench: setup
-	CLOUDBLOCK_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestBenchPipeline|TestBenchServices|TestBenchFlash' -v ./testenv/bench/ | grep -v '^=== \|^--- \|^PASS\|^ok'
+	CLOUDBLOCK_BENCH=1 $(GO) test -count=1 -timeout 120m -run 'TestBenchPipeline|TestBenchServices|TestBenchFlash|TestBenchSDCard' -v ./testenv/bench/ | grep -v '^=== \|^--- \|^PASS\|^ok'
 
 docs:
 	UPDATE_DOCS=1 $(GO) test -count=1 -run "TestEnvTable|TestCommonEnvTable" ./common/run $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))

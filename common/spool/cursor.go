@@ -65,7 +65,7 @@ func openCursor(path string) (*cursorFile, cursorState, error) {
 	// Best effort: on a disk already full, store retries later as before.
 	if n < len(buf) {
 		if _, err := f.WriteAt(make([]byte, len(buf)-n), int64(n)); err == nil {
-			f.Sync()
+			fsyncFile(f)
 		}
 	}
 	return &cursorFile{f: f, gen: bestGen}, best, nil
@@ -84,7 +84,7 @@ func (c *cursorFile) store(st cursorState) error {
 	if _, err := c.f.WriteAt(s[:], int64(c.gen%2)*slotSize); err != nil {
 		return err
 	}
-	return c.f.Sync()
+	return fsyncFile(c.f)
 }
 
 func (c *cursorFile) close() error { return c.f.Close() }

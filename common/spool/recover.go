@@ -197,7 +197,7 @@ func writeFileSync(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsyncFile(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -210,5 +210,5 @@ func syncDir(dir string) error {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	return fsyncDir(d)
 }

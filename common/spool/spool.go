@@ -643,7 +643,7 @@ func (s *Spool) tryCommit(buf *[]byte) error {
 	s.mu.Unlock()
 	_, werr := s.active.WriteAt(b, act.size)
 	if werr == nil {
-		werr = s.active.Sync()
+		werr = fsyncFile(s.active)
 	}
 	s.nFsyncs.Add(1)
 	s.nWritten.Add(uint64(len(b)))

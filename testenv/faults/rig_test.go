@@ -101,6 +101,7 @@ type rig struct {
 type rigOpts struct {
 	broker harness.MosquittoOptions
 	env    map[string]string
+	tags   string // build tags for the block, e.g. harness.SeamBuildTag
 }
 
 const mqttUser = "cloudblock"
@@ -140,7 +141,7 @@ func newRig(t *testing.T, tg *target, o rigOpts) *rig {
 			r.env[k] = v
 		}
 	}
-	r.block = harness.NewBlock(t, harness.Build(t, tg.pkg), r.broker, r.env)
+	r.block = harness.NewBlock(t, harness.BuildTags(t, tg.pkg, o.tags), r.broker, r.env)
 	if d := r.env["BUFFER_DIR"]; d != "" {
 		r.block.BufDir = d
 	}

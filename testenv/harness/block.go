@@ -32,11 +32,16 @@ func RepoRoot() string {
 
 // Build compiles the main package at pkgDir (relative to the repo root,
 // e.g. "services/aws-sqs" or "testenv/cmd/filedest") once per test process.
-func Build(t testing.TB, pkgDir string) string {
+func Build(t testing.TB, pkgDir string) string { return BuildTags(t, pkgDir, "") }
+
+// BuildTags is Build with build tags (comma-separated), e.g. "spoolseam"
+// for the spool's test seam (SeamBuildTag).
+func BuildTags(t testing.TB, pkgDir, tags string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if p, ok := builtBin[pkgDir]; ok {
+	key := pkgDir + "#" + tags
+	if p, ok := builtBin[key]; ok {
 		return p
 	}
 	dir, err := os.MkdirTemp("", "cloud-block-bin-")
@@ -44,12 +49,16 @@ func Build(t testing.TB, pkgDir string) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, filepath.Base(pkgDir))
-	cmd := exec.Command("go", "build", "-o", out, ".")
+	args := []string{"build", "-o", out}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.Command("go", append(args, ".")...)
 	cmd.Dir = filepath.Join(RepoRoot(), pkgDir)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkgDir, err, b)
+		t.Fatalf("go build -tags %q %s: %v\n%s", tags, pkgDir, err, b)
 	}
-	builtBin[pkgDir] = out
+	builtBin[key] = out
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,4 +103,28 @@ func WrittenBytes(pid int) (int64, error) {
 		}
 	}
 	return w - c, nil
+}
+
+// DiskWritten is what the block device holding path has written since
+// boot, in bytes (/sys/dev/block/<major>:<minor>/stat, sectors written, of
+// the partition or whole disk), after a sync(2) so that every dirty page
+// and the filesystem's journal have gone out. Every process writing to
+// that device counts: subtract an idle baseline over the same time.
+func DiskWritten(path string) (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
+	syscall.Sync()
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/stat", major, minor))
+	if err != nil {
+		return 0, fmt.Errorf("%s is not on a block device (%d:%d): %w", path, major, minor, err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 7 {
+		return 0, fmt.Errorf("/sys/dev/block/%d:%d/stat: %q", major, minor, b)
+	}
+	sectors, err := strconv.ParseInt(f[6], 10, 64)
+	return sectors * 512, err
 }

@@ -32,15 +32,21 @@ func RepoRoot() string {
 
 // Build compiles the main package at pkgDir (relative to the repo root,
 // e.g. "services/aws-sqs" or "testenv/cmd/filedest") once per test process.
-func Build(t testing.TB, pkgDir string) string { return BuildTags(t, pkgDir, "") }
+func Build(t testing.TB, pkgDir string) string { return build(t, pkgDir, "", false) }
 
 // BuildTags is Build with build tags (comma-separated), e.g. "spoolseam"
 // for the spool's test seam (SeamBuildTag).
-func BuildTags(t testing.TB, pkgDir, tags string) string {
+func BuildTags(t testing.TB, pkgDir, tags string) string { return build(t, pkgDir, tags, false) }
+
+// BuildRelease builds as the images do: static (CGO_ENABLED=0), -trimpath,
+// stripped (-s -w), for measuring memory and size as users get them.
+func BuildRelease(t testing.TB, pkgDir string) string { return build(t, pkgDir, "", true) }
+
+func build(t testing.TB, pkgDir, tags string, release bool) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	key := pkgDir + "#" + tags
+	key := fmt.Sprintf("%s#%s#%v", pkgDir, tags, release)
 	if p, ok := builtBin[key]; ok {
 		return p
 	}
@@ -53,8 +59,14 @@ func BuildTags(t testing.TB, pkgDir, tags string) string {
 	if tags != "" {
 		args = append(args, "-tags", tags)
 	}
+	if release {
+		args = append(args, "-trimpath", "-ldflags", "-s -w")
+	}
 	cmd := exec.Command("go", append(args, ".")...)
 	cmd.Dir = filepath.Join(RepoRoot(), pkgDir)
+	if release {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags %q %s: %v\n%s", tags, pkgDir, err, b)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -51,6 +52,8 @@ type Subscriber struct {
 	paused    atomic.Bool
 	handler   Handler
 
+	track *tracker // recognises redeliveries after a reconnect
+
 	mu          sync.Mutex
 	reconnects  uint64
 	failures    uint64 // consecutive failed connection attempts
@@ -59,7 +62,7 @@ type Subscriber struct {
 
 // New prepares a subscriber; Start connects.
 func New(opt Options, h Handler) *Subscriber {
-	s := &Subscriber{opt: opt, log: opt.Logger, handler: h}
+	s := &Subscriber{opt: opt, log: opt.Logger, handler: h, track: newTracker()}
 	co := paho.NewClientOptions()
 	co.AddBroker(brokerURL(opt.Broker))
 	co.SetClientID(opt.ClientID)
@@ -86,7 +89,12 @@ func New(opt Options, h Handler) *Subscriber {
 	if opt.TLS != nil {
 		co.SetTLSConfig(opt.TLS)
 	}
-	co.SetCustomOpenConnectionFn(openConnection)
+	// paho calls this for every attempt, once the previous connection has
+	// stopped delivering messages.
+	co.SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+		s.track.connecting()
+		return openConnection(u, o, s.track.connack)
+	})
 	co.SetDefaultPublishHandler(s.onMessage)
 	co.SetOnConnectHandler(s.onConnect)
 	co.SetConnectionLostHandler(func(_ paho.Client, err error) {
@@ -208,7 +216,18 @@ func (s *Subscriber) onMessage(_ paho.Client, m paho.Message) {
 	if s.paused.Load() {
 		return // shutting down: not acknowledged, so the broker sends it again
 	}
-	s.handler(Message{Topic: m.Topic(), Payload: m.Payload(), Received: time.Now().UTC(), Ack: m.Ack})
+	repeat, ack := s.track.arrived(m.MessageID(), m.Duplicate(), m.Topic(), m.Payload(), m.Ack)
+	if repeat {
+		return // already held: acknowledged with the message it repeats
+	}
+	s.handler(Message{Topic: m.Topic(), Payload: m.Payload(), Received: time.Now().UTC(), Ack: ack})
+}
+
+// Redeliveries counts messages the broker sent again (DUP=1) and, of them,
+// those recognised as messages already held and not spooled again.
+func (s *Subscriber) Redeliveries() (redelivered, recognised uint64) {
+	rec, red := s.track.counts()
+	return red, rec
 }
 
 // Start connects in the background (retrying until it succeeds); it returns

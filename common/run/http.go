@@ -29,6 +29,14 @@ func boolf(b bool) float64 {
 func (s *settings) registerMetrics(reg *metrics.Registry, sp *spool.Spool, dead *deadletter.Store, sub *mqtt.Subscriber, pipe *pipeline.Pipeline) {
 	reg.GaugeFunc("cloudblock_mqtt_connected", "1 while connected and subscribed to the broker.", func() float64 { return boolf(sub.Connected()) })
 	reg.CounterFunc("cloudblock_mqtt_reconnects_total", "MQTT reconnect attempts.", func() float64 { return float64(sub.Reconnects()) })
+	reg.CounterFunc("cloudblock_mqtt_redelivered_total", "Messages the broker sent again (DUP=1), after a reconnect.", func() float64 {
+		n, _ := sub.Redeliveries()
+		return float64(n)
+	})
+	reg.CounterFunc("cloudblock_mqtt_redeliveries_recognised_total", "Redelivered messages recognised as messages already held: acknowledged with them, not spooled again.", func() float64 {
+		_, n := sub.Redeliveries()
+		return float64(n)
+	})
 	reg.CounterFunc("cloudblock_spooled_total", "Messages durably written to the spool.", func() float64 { return float64(sp.Stats().Committed) })
 	reg.CounterFunc("cloudblock_spool_fsyncs_total", "fsync calls for spool data (group commits).", func() float64 { return float64(sp.Stats().Fsyncs) })
 	reg.CounterFunc("cloudblock_spool_mark_fsyncs_total", "fsync calls for the spool's cursor (delivered mark, batch in flight, id reservation).", func() float64 { return float64(sp.Stats().MarkFsyncs) })

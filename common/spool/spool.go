@@ -415,19 +415,20 @@ func (s *Spool) Append(ctx context.Context, e Entry, onSafe func(seq uint64)) er
 		return err
 	}
 	now := time.Now()
+	firstPace := false // the writer's deadline may move earlier: wake it
 	if !s.lastArrival.IsZero() {
 		// A moving average quick enough to learn a burst's pace within a few
 		// messages; an idle spell counts as one window, not as hours.
 		sample := min(now.Sub(s.lastArrival), s.opt.SyncInterval)
 		if s.gap == 0 {
-			s.gap = sample
+			s.gap, firstPace = sample, true
 		} else {
 			s.gap += (sample - s.gap) / 4
 		}
 	}
 	s.lastArrival = now
 	size := int64(e.Size())
-	wake := len(s.mem) == 0 || (s.memBytes < s.opt.MemoryBytes && s.memBytes+size >= s.opt.MemoryBytes)
+	wake := len(s.mem) == 0 || firstPace || (s.memBytes < s.opt.MemoryBytes && s.memBytes+size >= s.opt.MemoryBytes)
 	s.mem = append(s.mem, held{seq: s.nextSeq, e: e, onSafe: onSafe, at: now})
 	s.nextSeq++
 	s.memBytes += size
@@ -473,8 +474,11 @@ func (s *Spool) syncDue(now time.Time) (bool, time.Duration) {
 	// Arrivals stopped while acknowledgements are held: the broker may be
 	// waiting for them (its in-flight window is full), so holding them any
 	// longer would only stall the stream. "Stopped" is judged against the
-	// recent pace: four average gaps without a message.
-	if quiet := s.lastArrival.Add(min(4*s.gap, s.opt.SyncInterval)); quiet.Before(due) && !s.opt.noQuiet {
+	// recent pace: four average gaps without a message. Before a second
+	// message there is no pace to judge by (and a first message alone
+	// rarely fills a window): the first after start waits like the rest,
+	// rather than being written at once.
+	if quiet := s.lastArrival.Add(min(4*s.gap, s.opt.SyncInterval)); s.gap > 0 && quiet.Before(due) && !s.opt.noQuiet {
 		due = quiet
 	}
 	if !now.Before(due) {

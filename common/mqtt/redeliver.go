@@ -1,0 +1,183 @@
+package mqtt
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// Recognising the broker's redeliveries after a reconnect.
+//
+// When the connection drops (a network cut, a broker restart), the broker
+// keeps every message it sent and did not see acknowledged, and on the next
+// connection of the same session it sends them again, with DUP=1, their
+// original packet ids, in the order first sent (MQTT 3.1.1, 4.4 and 4.6).
+// Without help each would be spooled a second time under a new id. But a
+// packet id is free for reuse once its PUBACK was processed (2.3.1), so a
+// redelivery with the id and the bytes of a message received before can
+// also be a new message that happens to look the same: taking it for a
+// copy would lose it. The rule below can never do that:
+//
+//   - PUBACKs are sent in the order messages arrived (the spool acknowledges
+//     in seq order), so the broker has processed those of some prefix r1..rK
+//     of the messages received on the lost connection, r1..rN. If rN itself
+//     was not yet acknowledged when the connection dropped, K < N.
+//   - Then the broker still holds r(K+1)..rN, and resends them first and in
+//     order, followed only by messages the block never received, whose ids
+//     can only be ids freed by r1..rK. While r(K+1) is held, no later
+//     message can carry its id: r(K+1) is the latest received with that id.
+//   - So the first redelivery must be the latest message received with its
+//     id, and the following ones must be the messages after it, one by one,
+//     up to rN. Each is checked for its id and a hash of its topic and
+//     payload; the first that does not match ends the recognising, and so
+//     does reaching rN (what follows is new).
+//
+// When rN was acknowledged before the drop, or the broker says it has no
+// session (CONNACK session present 0), or a connection drops while its
+// recognising is unfinished, nothing is recognised: copies are kept. A
+// recognised redelivery is not spooled again: it is acknowledged once the
+// message it repeats is safe (its own acknowledgement went to the lost
+// connection and was dropped there).
+//
+// This holds for reconnects within one process. After a crash the list of
+// what was received is gone, and what the broker resends is spooled again.
+
+// maxTracked bounds the messages remembered per connection: a first
+// redelivery older than that is not recognised.
+const maxTracked = 8192
+
+// rcvd is one message received on a connection.
+type rcvd struct {
+	id    uint16
+	n     int    // payload length
+	sum   uint64 // topic and payload
+	acked bool   // Ack was called: its PUBACK may have reached the broker
+	dups  []func()
+}
+
+// tracker holds what is needed to recognise redeliveries.
+type tracker struct {
+	mu   sync.Mutex
+	seed maphash.Seed
+	cur  []*rcvd // received on the current connection, oldest first
+	drop int     // entries dropped from the front of cur
+	// prev is the lost connection's list while its redeliveries are
+	// expected; next is the index in prev of the next expected redelivery
+	// (-1: the first is yet to come).
+	prev []*rcvd
+	next int
+	// walking is set while a connection matches prev: its loss with the
+	// recognising unfinished leaves nothing to match on the next one.
+	walking bool
+
+	recognised, redelivered uint64
+}
+
+func newTracker() *tracker { return &tracker{seed: maphash.MakeSeed(), next: -1} }
+
+func (t *tracker) sum(topic string, payload []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	h.WriteString(topic)
+	h.WriteByte(0)
+	h.Write(payload)
+	return h.Sum64()
+}
+
+// connecting is called before each connection attempt, once the previous
+// connection (if any) has stopped delivering messages.
+func (t *tracker) connecting() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.cur) == 0 && t.drop == 0 {
+		return // nothing arrived since: what the broker holds has not changed
+	}
+	unfinished := t.walking && t.prev != nil
+	last := t.cur[len(t.cur)-1]
+	t.prev, t.next, t.walking = nil, -1, false
+	if !unfinished && !last.acked {
+		t.prev = t.cur
+	}
+	t.cur, t.drop = nil, 0
+}
+
+// connack records the broker's CONNACK: without a session nothing is
+// redelivered, and an id held by the old session means nothing now.
+func (t *tracker) connack(sessionPresent bool) {
+	if sessionPresent {
+		return
+	}
+	t.mu.Lock()
+	t.prev, t.next, t.walking = nil, -1, false
+	t.mu.Unlock()
+}
+
+// arrived records a message and says whether it repeats one received
+// before; ack is its own PUBACK. For a repeat, ack is called (now or once
+// the original is safe) and the message must not be handed on. Otherwise
+// the returned function is the message's acknowledgement.
+func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack func()) (repeat bool, ackFn func()) {
+	e := &rcvd{id: id, n: len(payload), sum: t.sum(topic, payload)}
+	t.mu.Lock()
+	if len(t.cur) == maxTracked {
+		t.cur = append(t.cur[:0], t.cur[maxTracked/2:]...)
+		t.drop += maxTracked / 2
+	}
+	t.cur = append(t.cur, e)
+	if dup {
+		t.redelivered++
+	}
+	var orig *rcvd
+	if dup && t.prev != nil {
+		j := t.next
+		if j < 0 {
+			for j = len(t.prev) - 1; j >= 0 && t.prev[j].id != id; j-- {
+			}
+		}
+		if j >= 0 && j < len(t.prev) && t.prev[j].id == id && t.prev[j].sum == e.sum && t.prev[j].n == e.n {
+			orig = t.prev[j]
+			t.walking = true
+			t.next = j + 1
+			if t.next == len(t.prev) {
+				t.prev, t.next, t.walking = nil, -1, false // rN reached: what follows is new
+			}
+		} else {
+			t.prev, t.next = nil, -1 // not what the rule expects: keep copies from here on
+		}
+	}
+	ackFn = func() { t.ack(e, ack) }
+	if orig == nil {
+		t.mu.Unlock()
+		return false, ackFn
+	}
+	t.recognised++
+	if !orig.acked {
+		orig.dups = append(orig.dups, ackFn)
+		t.mu.Unlock()
+		return true, nil
+	}
+	t.mu.Unlock()
+	ackFn()
+	return true, nil
+}
+
+func (t *tracker) ack(e *rcvd, ack func()) {
+	t.mu.Lock()
+	if e.acked {
+		t.mu.Unlock()
+		return
+	}
+	e.acked = true
+	dups := e.dups
+	e.dups = nil
+	t.mu.Unlock()
+	ack()
+	for _, d := range dups {
+		d()
+	}
+}
+
+func (t *tracker) counts() (recognised, redelivered uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.recognised, t.redelivered
+}

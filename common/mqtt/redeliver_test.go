@@ -1,0 +1,258 @@
+package mqtt
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// An adversarial broker, as a model: it does everything MQTT 3.1.1 allows
+// that could make a new message look like one received before. Packet ids
+// are drawn from a tiny space and always the lowest free one, so an id is
+// reused by the very next message once its PUBACK is processed; payloads
+// come from two values, so reused ids carry the same bytes as often as
+// not; connections are cut at random moments, with random parts of the
+// messages sent not yet received and of the PUBACKs sent not yet
+// processed; sessions are sometimes lost. The subscriber side is the real
+// tracker with a spool that acknowledges in seq order at random times.
+//
+// The property: a message taken for a repeat was handed on before (it is
+// the same broker message), and at the end every message is handed on.
+type advMsg struct {
+	serial  int
+	payload string
+}
+
+type advInflight struct {
+	advMsg
+	id uint16
+}
+
+type advWire struct {
+	advInflight
+	dup bool
+}
+
+type advBroker struct {
+	rng      *rand.Rand
+	ids      int // ids 1..ids
+	window   int
+	queue    []advMsg      // not yet sent
+	inflight []advInflight // sent, PUBACK not processed; in send order
+	down     []advWire     // sent on this connection, not yet received
+	up       []uint16      // PUBACKs sent on this connection, not yet processed
+}
+
+func (b *advBroker) freeID() (uint16, bool) {
+	for id := 1; id <= b.ids; id++ {
+		used := false
+		for _, f := range b.inflight {
+			if int(f.id) == id {
+				used = true
+				break
+			}
+		}
+		if !used {
+			return uint16(id), true
+		}
+	}
+	return 0, false
+}
+
+// sendNew sends queued messages while the window and the ids allow.
+func (b *advBroker) sendNew() {
+	for len(b.queue) > 0 && len(b.inflight) < b.window {
+		id, ok := b.freeID()
+		if !ok {
+			return
+		}
+		f := advInflight{b.queue[0], id}
+		b.queue = b.queue[1:]
+		b.inflight = append(b.inflight, f)
+		b.down = append(b.down, advWire{f, false})
+	}
+}
+
+// puback processes the oldest PUBACK sent: it frees the id of the message
+// that holds it.
+func (b *advBroker) puback() {
+	id := b.up[0]
+	b.up = b.up[1:]
+	for i, f := range b.inflight {
+		if f.id == id {
+			b.inflight = append(b.inflight[:i], b.inflight[i+1:]...)
+			break
+		}
+	}
+	b.sendNew()
+}
+
+type advClient struct {
+	t       *testing.T
+	tr      *tracker
+	conn    int // current connection number
+	handed  map[int]int
+	pending []func() // acknowledgements of messages handed on, in seq order (the spool)
+}
+
+func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	b := &advBroker{rng: rng, ids: 1 + rng.IntN(6), window: 1 + rng.IntN(8)}
+	c := &advClient{t: t, tr: newTracker(), handed: map[int]int{}}
+	total := 200 + rng.IntN(200)
+	for i := range total {
+		b.queue = append(b.queue, advMsg{serial: i, payload: []string{"a", "b"}[rng.IntN(2)]})
+	}
+	connect := func() {
+		c.conn++
+		c.tr.connecting()
+		lost := rng.IntN(20) == 0 // the broker lost the session (restart without persistence)
+		if lost {
+			// Everything it held is gone: those messages are not the
+			// subscriber's to lose (take them off the books).
+			for _, f := range b.inflight {
+				if c.handed[f.serial] == 0 {
+					c.handed[f.serial] = -1
+				}
+			}
+			b.inflight = nil
+		}
+		c.tr.connack(!lost)
+		b.down, b.up = nil, nil
+		for _, f := range b.inflight {
+			b.down = append(b.down, advWire{f, true})
+		}
+		b.sendNew()
+	}
+	connect()
+	for step := 0; ; step++ {
+		if len(b.queue) == 0 && len(b.inflight) == 0 && len(c.pending) == 0 {
+			break
+		}
+		if step > 200000 {
+			t.Fatalf("seed %d: no progress: queue %d inflight %d pending %d", seed, len(b.queue), len(b.inflight), len(c.pending))
+		}
+		switch r := rng.IntN(100); {
+		case r < 40 && len(b.down) > 0: // the client receives the next message
+			w := b.down[0]
+			b.down = b.down[1:]
+			conn := c.conn
+			id := w.id
+			ack := func() {
+				if c.conn == conn { // paho drops acknowledgements of a lost connection
+					b.up = append(b.up, id)
+				}
+			}
+			repeat, ackFn := c.tr.arrived(w.id, w.dup, "t", []byte(w.payload), ack)
+			if repeat {
+				if c.handed[w.serial] <= 0 {
+					t.Fatalf("seed %d: message %d (id %d, %q, dup %v) taken for a repeat but never handed on: lost", seed, w.serial, w.id, w.payload, w.dup)
+				}
+				repeats++
+				continue
+			}
+			c.handed[w.serial]++
+			handedOn++
+			c.pending = append(c.pending, ackFn)
+		case r < 65 && len(c.pending) > 0: // the spool makes a prefix safe
+			n := 1 + rng.IntN(len(c.pending))
+			for _, a := range c.pending[:n] {
+				a()
+			}
+			c.pending = c.pending[n:]
+		case r < 90 && len(b.up) > 0:
+			b.puback()
+		case r < 93: // the connection drops
+			connect()
+		default:
+			if len(b.down) == 0 && len(b.up) == 0 && len(c.pending) == 0 && len(b.inflight) > 0 {
+				connect() // stalled: the broker waits for PUBACKs that were dropped
+			}
+		}
+	}
+	for i := range total {
+		if c.handed[i] == 0 {
+			t.Fatalf("seed %d: message %d never handed on", seed, i)
+		}
+	}
+	return handedOn, repeats
+}
+
+func TestRedeliveriesAdversarialBroker(t *testing.T) {
+	seeds := 3000
+	if testing.Short() {
+		seeds = 300
+	}
+	var handed, repeats int
+	for seed := range uint64(seeds) {
+		h, r := runAdversary(t, seed)
+		handed += h
+		repeats += r
+	}
+	t.Logf("%d runs: %d messages handed on, %d redeliveries recognised, none lost", seeds, handed, repeats)
+	if repeats == 0 {
+		t.Fatal("nothing was recognised: the model never exercised the rule")
+	}
+}
+
+// The rule recognises a plain redelivery: the connection drops with
+// messages unacknowledged, and the broker sends them again in order.
+func TestRedeliveriesRecognised(t *testing.T) {
+	tr := newTracker()
+	tr.connecting()
+	tr.connack(false)
+	var acks []string
+	ackOf := func(s string) func() { return func() { acks = append(acks, s) } }
+	var own []func()
+	for i, p := range []string{"x", "y", "x"} {
+		rep, a := tr.arrived(uint16(i+1), false, "t", []byte(p), ackOf(fmt.Sprint("c1-", i+1)))
+		if rep {
+			t.Fatal("first copies taken for repeats")
+		}
+		own = append(own, a)
+	}
+	own[0]() // the first is safe; its PUBACK went out
+	tr.connecting()
+	tr.connack(true)
+	// The broker processed none of them and sends all three again.
+	for i, p := range []string{"x", "y", "x"} {
+		rep, _ := tr.arrived(uint16(i+1), true, "t", []byte(p), ackOf(fmt.Sprint("c2-", i+1)))
+		if !rep {
+			t.Fatalf("redelivery %d not recognised", i+1)
+		}
+	}
+	// The repeat of the first, already safe, was acknowledged at once; the
+	// others wait for their originals.
+	if fmt.Sprint(acks) != "[c1-1 c2-1]" {
+		t.Fatalf("acks %v", acks)
+	}
+	own[1]()
+	own[2]()
+	if fmt.Sprint(acks) != "[c1-1 c2-1 c1-2 c2-2 c1-3 c2-3]" {
+		t.Fatalf("acks %v", acks)
+	}
+	if rec, red := tr.counts(); rec != 3 || red != 3 {
+		t.Fatalf("counts %d recognised of %d", rec, red)
+	}
+	// A third connection: a DUP=1 message now is new (nothing was left
+	// unacknowledged on the second).
+	tr.connecting()
+	tr.connack(true)
+	if rep, _ := tr.arrived(1, true, "t", []byte("x"), func() {}); rep {
+		t.Fatal("a redelivery after everything was acknowledged taken for a repeat")
+	}
+}
+
+// When everything received was acknowledged before the drop, a redelivery
+// with a known id and the same bytes may be a new message: kept.
+func TestRedeliveriesAllAcknowledgedKept(t *testing.T) {
+	tr := newTracker()
+	tr.connecting()
+	_, a := tr.arrived(7, false, "t", []byte("on"), func() {})
+	a()
+	tr.connecting()
+	tr.connack(true)
+	if rep, _ := tr.arrived(7, true, "t", []byte("on"), func() {}); rep {
+		t.Fatal("taken for a repeat though its PUBACK may have freed the id")
+	}
+}

@@ -1,0 +1,89 @@
+package faults
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cloud-block/cloud-block/testenv/harness"
+	"github.com/cloud-block/cloud-block/testenv/netproxy"
+)
+
+// Redeliveries: the MQTT connection is cut (the proxy between the block and
+// Mosquitto closes it both ways, losing whatever was in the air: messages
+// on their way to the block, PUBACKs on their way back) or Mosquitto is
+// restarted (persistence on, so it keeps the session), nKills times at
+// random moments of a stream. Nothing is lost; what the broker sends again
+// is counted, and those the block recognised as messages it already held
+// are not spooled a second time. What remains as copies under new ids is
+// reported: redeliveries of messages whose PUBACK the block had already
+// sent, which MQTT 3.1.1 gives no safe way to tell from a new message.
+func TestRedeliveries(t *testing.T) {
+	n, cuts := nMessages, nKills
+	forTargets(t, false, func(t *testing.T, tg *target) {
+		if !tg.in("redelivery") {
+			t.Skip("not in this scenario")
+		}
+		for _, how := range []string{"mqtt-cut", "broker-restart"} {
+			t.Run(how, func(t *testing.T) {
+				r := newRig(t, tg, rigOpts{broker: harness.MosquittoOptions{Persistence: true}, env: map[string]string{
+					"BATCH_MAX_MESSAGES": strconv.Itoa(tg.batch),
+				}})
+				var proxy *netproxy.Proxy
+				if how == "mqtt-cut" {
+					p, err := netproxy.New(r.broker.Addr())
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(p.Close)
+					proxy = p
+					r.block.Env["LOCAL_MQTT_HOST"] = "mqtt://" + p.Addr()
+				}
+				r.start()
+				pub := harness.NewPublisher(t, r.broker, "cloud-input", crashSize)
+				began := time.Now()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					pub.Publish(0, n, crashRate)
+				}()
+				stream := time.Duration(float64(n) / crashRate * float64(time.Second))
+				at := make([]time.Duration, cuts)
+				for i := range at {
+					at[i] = time.Duration(float64(stream) * (0.05 + 0.9*rand.Float64()))
+				}
+				sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+				for _, d := range at {
+					time.Sleep(time.Until(began.Add(d)))
+					switch how {
+					case "mqtt-cut":
+						proxy.SetMode(netproxy.Refuse)
+						time.Sleep(100 * time.Millisecond)
+						proxy.SetMode(netproxy.Pass)
+					case "broker-restart":
+						r.broker.Stop()
+						r.broker.Start()
+					}
+				}
+				<-done
+				tl, _ := r.waitAll(n, crashSize, 5*time.Minute+stream, true)
+				redelivered := r.metric("cloudblock_mqtt_redelivered_total")
+				recognised := r.metric("cloudblock_mqtt_redeliveries_recognised_total")
+				newIDs := tl.Copies - tl.Resent
+				note := fmt.Sprintf("%d %ss at %.0f msg/s: broker sent %.0f again, block recognised %.0f; %d copies under new ids, %d resent under their id",
+					cuts, how, crashRate, redelivered, recognised, newIDs, tl.Resent)
+				t.Logf("%s: %s; %s", tg.name, tl, note)
+				if tl.Lost != 0 || tl.Corrupt != 0 {
+					t.Errorf("lost or corrupt: %s, missing %v", tl, tl.Missing)
+				}
+				if int(redelivered-recognised)+int(pub.Republish.Load()) < newIDs {
+					t.Errorf("%d copies under new ids, more than the %.0f redeliveries not recognised", newIDs, redelivered-recognised)
+				}
+				r.report(how, tl, 0, note)
+			})
+		}
+	})
+}

@@ -92,8 +92,8 @@ func New(opt Options, h Handler) *Subscriber {
 	// paho calls this for every attempt, once the previous connection has
 	// stopped delivering messages.
 	co.SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
-		s.track.connecting()
-		return openConnection(u, o, s.track.connack)
+		gen := s.track.connecting()
+		return openConnection(u, o, s.track, gen)
 	})
 	co.SetDefaultPublishHandler(s.onMessage)
 	co.SetOnConnectHandler(s.onConnect)

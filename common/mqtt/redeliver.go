@@ -19,8 +19,11 @@ import (
 //
 //   - PUBACKs are sent in the order messages arrived (the spool acknowledges
 //     in seq order), so the broker has processed those of some prefix r1..rK
-//     of the messages received on the lost connection, r1..rN. If rN itself
-//     was not yet acknowledged when the connection dropped, K < N.
+//     of the messages received on the lost connection, r1..rN. If rN's
+//     PUBACK was never written to that connection, K < N. (The connection
+//     wrapper reads the PUBACKs paho writes; paho drops those of a lost
+//     connection, so a message acknowledged after the drop counts as not
+//     acknowledged, which is what the broker saw.)
 //   - Then the broker still holds r(K+1)..rN, and resends them first and in
 //     order, followed only by messages the block never received, whose ids
 //     can only be ids freed by r1..rK. While r(K+1) is held, no later
@@ -31,7 +34,7 @@ import (
 //     payload; the first that does not match ends the recognising, and so
 //     does reaching rN (what follows is new).
 //
-// When rN was acknowledged before the drop, or the broker says it has no
+// When rN's PUBACK was written before the drop, or the broker says it has no
 // session (CONNACK session present 0), or a connection drops while its
 // recognising is unfinished, nothing is recognised: copies are kept. A
 // recognised redelivery is not spooled again: it is acknowledged once the
@@ -47,11 +50,12 @@ const maxTracked = 8192
 
 // rcvd is one message received on a connection.
 type rcvd struct {
-	id    uint16
-	n     int    // payload length
-	sum   uint64 // topic and payload
-	acked bool   // Ack was called: its PUBACK may have reached the broker
-	dups  []func()
+	id   uint16
+	n    int    // payload length
+	sum  uint64 // topic and payload
+	safe bool   // Ack was called: delivered or durably spooled
+	sent bool   // its PUBACK was written to the connection: the broker may have read it
+	dups []func()
 }
 
 // tracker holds what is needed to recognise redeliveries.
@@ -68,6 +72,13 @@ type tracker struct {
 	// walking is set while a connection matches prev: its loss with the
 	// recognising unfinished leaves nothing to match on the next one.
 	walking bool
+	// gen numbers connections; byID is the current one's latest message
+	// with each packet id (the one a PUBACK written with that id is for);
+	// confused is set when its writes could not be read as MQTT packets
+	// (then any PUBACK may have been sent).
+	gen      uint64
+	byID     map[uint16]*rcvd
+	confused bool
 
 	recognised, redelivered uint64
 }
@@ -84,30 +95,57 @@ func (t *tracker) sum(topic string, payload []byte) uint64 {
 }
 
 // connecting is called before each connection attempt, once the previous
-// connection (if any) has stopped delivering messages.
-func (t *tracker) connecting() {
+// connection (if any) has stopped delivering messages and writing; it
+// returns the new connection's number.
+func (t *tracker) connecting() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.gen++
 	if len(t.cur) == 0 && t.drop == 0 {
-		return // nothing arrived since: what the broker holds has not changed
+		t.confused = false
+		return t.gen // nothing arrived since: what the broker holds has not changed
 	}
 	unfinished := t.walking && t.prev != nil
 	last := t.cur[len(t.cur)-1]
 	t.prev, t.next, t.walking = nil, -1, false
-	if !unfinished && !last.acked {
+	if !unfinished && !last.sent && !t.confused {
 		t.prev = t.cur
 	}
-	t.cur, t.drop = nil, 0
+	t.cur, t.drop, t.byID, t.confused = nil, 0, nil, false
+	return t.gen
+}
+
+// pubackWritten records that connection gen was handed a PUBACK for id.
+func (t *tracker) pubackWritten(gen uint64, id uint16) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen != t.gen {
+		return
+	}
+	if e := t.byID[id]; e != nil {
+		e.sent = true
+	}
+}
+
+// unreadable records that connection gen wrote bytes not read as packets.
+func (t *tracker) unreadable(gen uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen == t.gen {
+		t.confused = true
+	}
 }
 
 // connack records the broker's CONNACK: without a session nothing is
 // redelivered, and an id held by the old session means nothing now.
-func (t *tracker) connack(sessionPresent bool) {
+func (t *tracker) connack(gen uint64, sessionPresent bool) {
 	if sessionPresent {
 		return
 	}
 	t.mu.Lock()
-	t.prev, t.next, t.walking = nil, -1, false
+	if gen == t.gen {
+		t.prev, t.next, t.walking = nil, -1, false
+	}
 	t.mu.Unlock()
 }
 
@@ -123,6 +161,10 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 		t.drop += maxTracked / 2
 	}
 	t.cur = append(t.cur, e)
+	if t.byID == nil {
+		t.byID = map[uint16]*rcvd{}
+	}
+	t.byID[id] = e
 	if dup {
 		t.redelivered++
 	}
@@ -150,7 +192,7 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 		return false, ackFn
 	}
 	t.recognised++
-	if !orig.acked {
+	if !orig.safe {
 		orig.dups = append(orig.dups, ackFn)
 		t.mu.Unlock()
 		return true, nil
@@ -162,11 +204,11 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 
 func (t *tracker) ack(e *rcvd, ack func()) {
 	t.mu.Lock()
-	if e.acked {
+	if e.safe {
 		t.mu.Unlock()
 		return
 	}
-	e.acked = true
+	e.safe = true
 	dups := e.dups
 	e.dups = nil
 	t.mu.Unlock()

@@ -103,9 +103,10 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 	for i := range total {
 		b.queue = append(b.queue, advMsg{serial: i, payload: []string{"a", "b"}[rng.IntN(2)]})
 	}
+	var gen uint64
 	connect := func() {
 		c.conn++
-		c.tr.connecting()
+		gen = c.tr.connecting()
 		lost := rng.IntN(20) == 0 // the broker lost the session (restart without persistence)
 		if lost {
 			// Everything it held is gone: those messages are not the
@@ -117,7 +118,7 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 			}
 			b.inflight = nil
 		}
-		c.tr.connack(!lost)
+		c.tr.connack(gen, !lost)
 		b.down, b.up = nil, nil
 		for _, f := range b.inflight {
 			b.down = append(b.down, advWire{f, true})
@@ -136,11 +137,12 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 		case r < 40 && len(b.down) > 0: // the client receives the next message
 			w := b.down[0]
 			b.down = b.down[1:]
-			conn := c.conn
+			conn, g := c.conn, gen
 			id := w.id
 			ack := func() {
 				if c.conn == conn { // paho drops acknowledgements of a lost connection
 					b.up = append(b.up, id)
+					c.tr.pubackWritten(g, id)
 				}
 			}
 			repeat, ackFn := c.tr.arrived(w.id, w.dup, "t", []byte(w.payload), ack)
@@ -199,30 +201,33 @@ func TestRedeliveriesAdversarialBroker(t *testing.T) {
 // messages unacknowledged, and the broker sends them again in order.
 func TestRedeliveriesRecognised(t *testing.T) {
 	tr := newTracker()
-	tr.connecting()
-	tr.connack(false)
+	gen := tr.connecting()
+	tr.connack(gen, false)
 	var acks []string
-	ackOf := func(s string) func() { return func() { acks = append(acks, s) } }
+	ackOf := func(g uint64, id uint16, s string) func() {
+		return func() { acks = append(acks, s); tr.pubackWritten(g, id) }
+	}
 	var own []func()
 	for i, p := range []string{"x", "y", "x"} {
-		rep, a := tr.arrived(uint16(i+1), false, "t", []byte(p), ackOf(fmt.Sprint("c1-", i+1)))
+		rep, a := tr.arrived(uint16(i+1), false, "t", []byte(p), ackOf(gen, uint16(i+1), fmt.Sprint("c1-", i+1)))
 		if rep {
 			t.Fatal("first copies taken for repeats")
 		}
 		own = append(own, a)
 	}
 	own[0]() // the first is safe; its PUBACK went out
-	tr.connecting()
-	tr.connack(true)
+	gen = tr.connecting()
+	tr.connack(gen, true)
 	// The broker processed none of them and sends all three again.
 	for i, p := range []string{"x", "y", "x"} {
-		rep, _ := tr.arrived(uint16(i+1), true, "t", []byte(p), ackOf(fmt.Sprint("c2-", i+1)))
+		rep, _ := tr.arrived(uint16(i+1), true, "t", []byte(p), ackOf(gen, uint16(i+1), fmt.Sprint("c2-", i+1)))
 		if !rep {
 			t.Fatalf("redelivery %d not recognised", i+1)
 		}
 	}
 	// The repeat of the first, already safe, was acknowledged at once; the
-	// others wait for their originals.
+	// others wait for their originals (whose own PUBACKs paho drops: the
+	// test's records them all).
 	if fmt.Sprint(acks) != "[c1-1 c2-1]" {
 		t.Fatalf("acks %v", acks)
 	}
@@ -234,25 +239,62 @@ func TestRedeliveriesRecognised(t *testing.T) {
 	if rec, red := tr.counts(); rec != 3 || red != 3 {
 		t.Fatalf("counts %d recognised of %d", rec, red)
 	}
-	// A third connection: a DUP=1 message now is new (nothing was left
-	// unacknowledged on the second).
-	tr.connecting()
-	tr.connack(true)
+	// A third connection: a DUP=1 message now may be new (every PUBACK of
+	// the second was written).
+	gen = tr.connecting()
+	tr.connack(gen, true)
 	if rep, _ := tr.arrived(1, true, "t", []byte("x"), func() {}); rep {
 		t.Fatal("a redelivery after everything was acknowledged taken for a repeat")
 	}
 }
 
-// When everything received was acknowledged before the drop, a redelivery
-// with a known id and the same bytes may be a new message: kept.
-func TestRedeliveriesAllAcknowledgedKept(t *testing.T) {
+// When the PUBACK of everything received was written before the drop, a
+// redelivery with a known id and the same bytes may be a new message: kept.
+// A PUBACK paho never wrote (the connection was already gone) does not
+// count as sent.
+func TestRedeliveriesSentPubackKept(t *testing.T) {
 	tr := newTracker()
-	tr.connecting()
+	gen := tr.connecting()
 	_, a := tr.arrived(7, false, "t", []byte("on"), func() {})
 	a()
-	tr.connecting()
-	tr.connack(true)
+	tr.pubackWritten(gen, 7)
+	gen = tr.connecting()
+	tr.connack(gen, true)
 	if rep, _ := tr.arrived(7, true, "t", []byte("on"), func() {}); rep {
 		t.Fatal("taken for a repeat though its PUBACK may have freed the id")
+	}
+
+	tr = newTracker()
+	tr.connecting()
+	_, a = tr.arrived(7, false, "t", []byte("on"), func() {})
+	a() // acknowledged, but paho dropped it: the connection was gone
+	gen = tr.connecting()
+	tr.connack(gen, true)
+	if rep, _ := tr.arrived(7, true, "t", []byte("on"), func() {}); !rep {
+		t.Fatal("a redelivery whose PUBACK never left not recognised")
+	}
+}
+
+// The scanner finds PUBACKs in any split of the written stream, and gives
+// up on bytes that are not MQTT.
+func TestPacketScanner(t *testing.T) {
+	stream := []byte{
+		0xc0, 0x00, // PINGREQ
+		0x40, 0x02, 0x01, 0x02, // PUBACK 258
+		0x82, 0x08, 0x00, 0x05, 0x00, 0x03, 'a', '/', 'b', 0x01, // SUBSCRIBE
+		0x40, 0x02, 0xff, 0xfe, // PUBACK 65534
+	}
+	for cut := range len(stream) + 1 {
+		var s packetScanner
+		var ids []uint16
+		ok := s.feed(stream[:cut], func(id uint16) { ids = append(ids, id) }) &&
+			s.feed(stream[cut:], func(id uint16) { ids = append(ids, id) })
+		if !ok || fmt.Sprint(ids) != "[258 65534]" {
+			t.Fatalf("split at %d: ok %v, ids %v", cut, ok, ids)
+		}
+	}
+	var s packetScanner
+	if s.feed([]byte{0x40, 0x03, 0, 0, 0}, func(uint16) {}) {
+		t.Fatal("a 3-byte PUBACK read as fine")
 	}
 }

@@ -190,6 +190,7 @@ type Spool struct {
 	// intentStored says whether the cursor on disk holds it.
 	intentFirst, intent uint64
 	intentStored        bool
+	flushTo             uint64 // write what memory holds up to this seq now (SetIntent)
 	markDirty           bool        // records on disk were delivered since the mark was stored
 	unmarked            uint64      // records on disk delivered since the mark was stored
 	stored              cursorState // what the cursor file holds
@@ -466,7 +467,7 @@ func (s *Spool) syncDue(now time.Time) (bool, time.Duration) {
 		}
 		return false, due.Sub(now)
 	}
-	if s.memBytes >= s.opt.MemoryBytes {
+	if s.memBytes >= s.opt.MemoryBytes || s.flushTo >= s.mem[0].seq {
 		return true, 0
 	}
 	// The window: nothing waits unacknowledged longer than SyncInterval.
@@ -585,13 +586,19 @@ func (s *Spool) commit(buf *[]byte) bool {
 	}
 }
 
-// groupSize is how many held records one write takes, and their bytes.
-// Caller holds mu.
+// groupSize is how many held records one write takes, and their bytes:
+// up to limit, but never part of the batch in flight whose exact resend
+// matters (a crash between two writes would leave only part of it on disk
+// to resend, beside an object that may hold all of it). Caller holds mu.
 func (s *Spool) groupSize(limit int64) (int, int64) {
+	whole := uint64(0)
+	if s.intent > s.acked && s.intentFirst <= s.intent {
+		whole = s.intent
+	}
 	n, size := 0, int64(0)
 	for n < len(s.mem) {
 		sz := int64(s.mem[n].e.Size())
-		if n > 0 && size+sz > limit {
+		if n > 0 && size+sz > limit && s.mem[n].seq > whole {
 			break
 		}
 		n++
@@ -932,8 +939,25 @@ func (s *Spool) Intent() (first, last uint64, ok bool) {
 // once when some of them are on disk, and otherwise before they are written
 // if that happens while they are in flight: a batch held only in memory is
 // not resent after a crash (the broker redelivers it) and needs no record.
+//
+// A batch partly on disk and partly in memory has the rest written first
+// (SetIntent waits for it): once the batch is recorded, a crash must find
+// all of it on disk to send the same object again.
 func (s *Spool) SetIntent(first, last uint64) error {
 	s.mu.Lock()
+	if first <= s.durable && last > s.durable {
+		s.flushTo = max(s.flushTo, last)
+		s.mu.Unlock()
+		signal(s.kick)
+		s.mu.Lock()
+		for s.durable < last && len(s.mem) > 0 && s.mem[0].seq <= last && !s.stopped.Load() {
+			s.cond.Wait()
+		}
+		if s.durable < last && s.stopped.Load() {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+	}
 	s.intentFirst, s.intent = first, last
 	s.intentStored = false
 	// Also when the stored mark lags behind delivered records on disk: a

@@ -79,7 +79,11 @@ func TestRedeliveries(t *testing.T) {
 				if tl.Lost != 0 || tl.Corrupt != 0 {
 					t.Errorf("lost or corrupt: %s, missing %v", tl, tl.Missing)
 				}
-				if int(redelivered-recognised)+int(pub.Republish.Load()) < newIDs {
+				// Through the proxy the publisher's own connection is untouched,
+				// so every copy under a new id is a redelivery the block did not
+				// recognise. (A broker restart also makes the publisher's client
+				// resend what it had in flight, which the broker takes as new.)
+				if how == "mqtt-cut" && int(redelivered-recognised)+int(pub.Republish.Load()) < newIDs {
 					t.Errorf("%d copies under new ids, more than the %.0f redeliveries not recognised", newIDs, redelivered-recognised)
 				}
 				r.report(how, tl, 0, note)

@@ -190,7 +190,7 @@ type Spool struct {
 	// intentStored says whether the cursor on disk holds it.
 	intentFirst, intent uint64
 	intentStored        bool
-	flushTo             uint64 // write what memory holds up to this seq now (SetIntent)
+	flushTo             uint64      // write what memory holds up to this seq now (SetIntent)
 	markDirty           bool        // records on disk were delivered since the mark was stored
 	unmarked            uint64      // records on disk delivered since the mark was stored
 	stored              cursorState // what the cursor file holds

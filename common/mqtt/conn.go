@@ -25,7 +25,7 @@ import (
 type bufferedConn struct {
 	net.Conn
 	r       *bufio.Reader
-	connack func(sessionPresent bool) // until the first 4 bytes are seen
+	connack func(sessionPresent bool) error // until the first 4 bytes are seen
 	head    []byte
 
 	track *tracker
@@ -35,8 +35,15 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Write(p []byte) (int, error) {
 	if c.track != nil {
-		if !c.out.feed(p, func(id uint16) { c.track.pubackWritten(c.gen, id) }) {
+		acks := false
+		if !c.out.feed(p, func(id uint16) { c.track.pubackWritten(c.gen, id); acks = true }) {
 			c.track.unreadable(c.gen)
+			acks = true
+		}
+		if acks {
+			if err := c.track.flushJournal(); err != nil {
+				return 0, err // paho drops the connection; the broker sends the message again
+			}
 		}
 	}
 	return c.Conn.Write(p)
@@ -101,10 +108,14 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 		if len(c.head) == 4 {
 			// MQTT 3.1.1 CONNACK: 0x20, length 2, flags (bit 0: session
 			// present), return code (0: accepted).
+			var cerr error
 			if c.head[0] == 0x20 && c.head[1] == 2 && c.head[3] == 0 {
-				c.connack(c.head[2]&1 == 1)
+				cerr = c.connack(c.head[2]&1 == 1)
 			}
 			c.connack, c.head = nil, nil
+			if cerr != nil {
+				return n, cerr
+			}
 		}
 	}
 	return n, err
@@ -145,7 +156,7 @@ func openConnection(u *url.URL, o paho.ClientOptions, track *tracker, gen uint64
 	}
 	c := &bufferedConn{Conn: conn, r: newReader(conn), track: track, gen: gen}
 	if track != nil {
-		c.connack = func(present bool) { track.connack(gen, present) }
+		c.connack = func(present bool) error { return track.connack(gen, present) }
 	}
 	return c, nil
 }

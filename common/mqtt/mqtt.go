@@ -29,6 +29,9 @@ type Options struct {
 	TLS       *tls.Config // nil: plain, unless the scheme asks for TLS
 	KeepAlive time.Duration
 	Logger    *slog.Logger
+	// Journal is a file that keeps what recognising redeliveries needs
+	// across a crash of the process ("": within the process only).
+	Journal string
 }
 
 // Message is one received message. Ack sends its PUBACK (idempotent).
@@ -63,6 +66,11 @@ type Subscriber struct {
 // New prepares a subscriber; Start connects.
 func New(opt Options, h Handler) *Subscriber {
 	s := &Subscriber{opt: opt, log: opt.Logger, handler: h, track: newTracker()}
+	if opt.Journal != "" {
+		if err := s.track.withJournal(opt.Journal); err != nil {
+			s.log.Warn("MQTT journal unavailable: redeliveries after a crash will not be recognised", "path", opt.Journal, "err", err)
+		}
+	}
 	co := paho.NewClientOptions()
 	co.AddBroker(brokerURL(opt.Broker))
 	co.SetClientID(opt.ClientID)

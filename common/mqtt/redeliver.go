@@ -1,7 +1,7 @@
 package mqtt
 
 import (
-	"hash/maphash"
+	"hash/crc64"
 	"sync"
 )
 
@@ -41,8 +41,11 @@ import (
 // message it repeats is safe (its own acknowledgement went to the lost
 // connection and was dropped there).
 //
-// This holds for reconnects within one process. After a crash the list of
-// what was received is gone, and what the broker resends is spooled again.
+// The list and what was acknowledged are kept in a journal (journal.go)
+// that survives the process: after a crash, the first connection applies
+// the same rule to the last connection of the process that died. A
+// recognised redelivery of a message that process had not made safe is
+// handed on all the same (it may have died with the process).
 
 // maxTracked bounds the messages remembered per connection: a first
 // redelivery older than that is not recognised.
@@ -55,13 +58,13 @@ type rcvd struct {
 	sum  uint64 // topic and payload
 	safe bool   // Ack was called: delivered or durably spooled
 	sent bool   // its PUBACK was written to the connection: the broker may have read it
+	dead bool   // received by an earlier process: if not safe, its fate is unknown
 	dups []func()
 }
 
 // tracker holds what is needed to recognise redeliveries.
 type tracker struct {
 	mu   sync.Mutex
-	seed maphash.Seed
 	cur  []*rcvd // received on the current connection, oldest first
 	drop int     // entries dropped from the front of cur
 	// prev is the lost connection's list while its redeliveries are
@@ -79,19 +82,36 @@ type tracker struct {
 	gen      uint64
 	byID     map[uint16]*rcvd
 	confused bool
+	// j keeps the current connection's list where a crash cannot take it
+	// (journal.go); nil without one.
+	j *journal
 
 	recognised, redelivered uint64
 }
 
-func newTracker() *tracker { return &tracker{seed: maphash.MakeSeed(), next: -1} }
+func newTracker() *tracker { return &tracker{next: -1} }
 
+// withJournal keeps the list in the journal at path and starts from what
+// an earlier process of this boot left there: the first connection then
+// recognises the redeliveries of the messages it had received.
+func (t *tracker) withJournal(path string) error {
+	j, last, err := openJournal(path)
+	if err != nil || j == nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.j, t.cur = j, last
+	return nil
+}
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// sum hashes a message's topic and payload, the same in every process.
 func (t *tracker) sum(topic string, payload []byte) uint64 {
-	var h maphash.Hash
-	h.SetSeed(t.seed)
-	h.WriteString(topic)
-	h.WriteByte(0)
-	h.Write(payload)
-	return h.Sum64()
+	c := crc64.Update(0, crcTable, []byte(topic))
+	c = crc64.Update(c, crcTable, []byte{0})
+	return crc64.Update(c, crcTable, payload)
 }
 
 // connecting is called before each connection attempt, once the previous
@@ -112,6 +132,9 @@ func (t *tracker) connecting() uint64 {
 		t.prev = t.cur
 	}
 	t.cur, t.drop, t.byID, t.confused = nil, 0, nil, false
+	if t.j != nil {
+		t.j.conn()
+	}
 	return t.gen
 }
 
@@ -125,28 +148,68 @@ func (t *tracker) pubackWritten(gen uint64, id uint16) {
 	if e := t.byID[id]; e != nil {
 		e.sent = true
 	}
+	if t.j != nil {
+		t.j.sent(id)
+	}
 }
 
 // unreadable records that connection gen wrote bytes not read as packets.
 func (t *tracker) unreadable(gen uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if gen == t.gen {
-		t.confused = true
+	if gen != t.gen {
+		return
 	}
+	t.confused = true
+	if t.j != nil {
+		t.j.conn() // after a crash, nothing of this connection is known either
+	}
+}
+
+// flushJournal writes what the journal holds; it must succeed before a
+// PUBACK is written. On failure the journal is given up (removed), and an
+// error means the PUBACK must not go out.
+func (t *tracker) flushJournal() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.j == nil {
+		return nil
+	}
+	err := t.j.flush(t.cur)
+	if err == nil {
+		return nil
+	}
+	err = t.j.abandon()
+	t.j = nil
+	return err
 }
 
 // connack records the broker's CONNACK: without a session nothing is
 // redelivered, and an id held by the old session means nothing now.
-func (t *tracker) connack(gen uint64, sessionPresent bool) {
+//
+// An error means the connection must not be used (see flushJournal).
+func (t *tracker) connack(gen uint64, sessionPresent bool) error {
 	if sessionPresent {
-		return
+		return nil
 	}
 	t.mu.Lock()
-	if gen == t.gen {
-		t.prev, t.next, t.walking = nil, -1, false
+	defer t.mu.Unlock()
+	if gen != t.gen {
+		return nil
 	}
-	t.mu.Unlock()
+	t.prev, t.next, t.walking = nil, -1, false
+	if t.j == nil {
+		return nil
+	}
+	// Written at once: after a crash, the journal must not offer the old
+	// session's messages to the new one.
+	t.j.conn()
+	if err := t.j.flush(t.cur); err != nil {
+		err = t.j.abandon()
+		t.j = nil
+		return err
+	}
+	return nil
 }
 
 // arrived records a message and says whether it repeats one received
@@ -165,6 +228,9 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 		t.byID = map[uint16]*rcvd{}
 	}
 	t.byID[id] = e
+	if t.j != nil {
+		t.j.arrival(e)
+	}
 	if dup {
 		t.redelivered++
 	}
@@ -187,7 +253,9 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 		}
 	}
 	ackFn = func() { t.ack(e, ack) }
-	if orig == nil {
+	if orig == nil || (orig.dead && !orig.safe) {
+		// New, or the repeat of a message an earlier process received and
+		// may have lost with it: handed on (a copy at worst).
 		t.mu.Unlock()
 		return false, ackFn
 	}

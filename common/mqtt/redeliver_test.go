@@ -3,6 +3,8 @@ package mqtt
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -87,18 +89,33 @@ func (b *advBroker) puback() {
 	b.sendNew()
 }
 
+type advPending struct {
+	serial int
+	ack    func()
+}
+
 type advClient struct {
 	t       *testing.T
 	tr      *tracker
 	conn    int // current connection number
 	handed  map[int]int
-	pending []func() // acknowledgements of messages handed on, in seq order (the spool)
+	excused map[int]bool // lost by the broker with its session
+	pending []advPending // messages handed on, not yet safe, in seq order (the spool)
 }
 
-func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
+// runAdversary plays one game; with journal set, the process also crashes
+// at random moments and starts again from the journal, losing the
+// messages it had not made safe.
+func runAdversary(t *testing.T, seed uint64, journal string) (handedOn, repeats int) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	b := &advBroker{rng: rng, ids: 1 + rng.IntN(6), window: 1 + rng.IntN(8)}
-	c := &advClient{t: t, tr: newTracker(), handed: map[int]int{}}
+	c := &advClient{t: t, tr: newTracker(), handed: map[int]int{}, excused: map[int]bool{}}
+	if journal != "" {
+		os.Remove(journal)
+		if err := c.tr.withJournal(journal); err != nil {
+			t.Fatal(err)
+		}
+	}
 	total := 200 + rng.IntN(200)
 	for i := range total {
 		b.queue = append(b.queue, advMsg{serial: i, payload: []string{"a", "b"}[rng.IntN(2)]})
@@ -112,13 +129,14 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 			// Everything it held is gone: those messages are not the
 			// subscriber's to lose (take them off the books).
 			for _, f := range b.inflight {
-				if c.handed[f.serial] == 0 {
-					c.handed[f.serial] = -1
-				}
+				c.excused[f.serial] = true
 			}
 			b.inflight = nil
 		}
-		c.tr.connack(gen, !lost)
+		if err := c.tr.connack(gen, !lost); err != nil {
+			t.Fatal(err)
+		}
+
 		b.down, b.up = nil, nil
 		for _, f := range b.inflight {
 			b.down = append(b.down, advWire{f, true})
@@ -139,10 +157,14 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 			b.down = b.down[1:]
 			conn, g := c.conn, gen
 			id := w.id
+			tr := c.tr
 			ack := func() {
 				if c.conn == conn { // paho drops acknowledgements of a lost connection
+					tr.pubackWritten(g, id)
+					if err := tr.flushJournal(); err != nil {
+						t.Fatal(err)
+					}
 					b.up = append(b.up, id)
-					c.tr.pubackWritten(g, id)
 				}
 			}
 			repeat, ackFn := c.tr.arrived(w.id, w.dup, "t", []byte(w.payload), ack)
@@ -155,13 +177,23 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 			}
 			c.handed[w.serial]++
 			handedOn++
-			c.pending = append(c.pending, ackFn)
+			c.pending = append(c.pending, advPending{w.serial, ackFn})
 		case r < 65 && len(c.pending) > 0: // the spool makes a prefix safe
 			n := 1 + rng.IntN(len(c.pending))
 			for _, a := range c.pending[:n] {
-				a()
+				a.ack()
 			}
 			c.pending = c.pending[n:]
+		case r < 67 && journal != "": // the process crashes
+			for _, p := range c.pending {
+				c.handed[p.serial]-- // died with it
+			}
+			c.pending = nil
+			c.tr = newTracker()
+			if err := c.tr.withJournal(journal); err != nil {
+				t.Fatal(err)
+			}
+			connect()
 		case r < 90 && len(b.up) > 0:
 			b.puback()
 		case r < 93: // the connection drops
@@ -173,7 +205,7 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 		}
 	}
 	for i := range total {
-		if c.handed[i] == 0 {
+		if c.handed[i] <= 0 && !c.excused[i] {
 			t.Fatalf("seed %d: message %d never handed on", seed, i)
 		}
 	}
@@ -181,19 +213,28 @@ func runAdversary(t *testing.T, seed uint64) (handedOn, repeats int) {
 }
 
 func TestRedeliveriesAdversarialBroker(t *testing.T) {
-	seeds := 3000
-	if testing.Short() {
-		seeds = 300
-	}
-	var handed, repeats int
-	for seed := range uint64(seeds) {
-		h, r := runAdversary(t, seed)
-		handed += h
-		repeats += r
-	}
-	t.Logf("%d runs: %d messages handed on, %d redeliveries recognised, none lost", seeds, handed, repeats)
-	if repeats == 0 {
-		t.Fatal("nothing was recognised: the model never exercised the rule")
+	for _, crashes := range []bool{false, true} {
+		// With crashes every PUBACK is a journal write: fewer games.
+		seeds, journal := 3000, ""
+		if crashes {
+			seeds, journal = 500, filepath.Join(t.TempDir(), "journal")
+			// Small files: the journal starts a new one every few dozen messages.
+			defer func(m int64) { journalMax = m }(journalMax)
+			journalMax = 512
+		}
+		if testing.Short() {
+			seeds /= 10
+		}
+		var handed, repeats int
+		for seed := range uint64(seeds) {
+			h, r := runAdversary(t, seed, journal)
+			handed += h
+			repeats += r
+		}
+		t.Logf("%d runs (crashes %v): %d messages handed on, %d redeliveries recognised, none lost", seeds, crashes, handed, repeats)
+		if repeats == 0 {
+			t.Fatal("nothing was recognised: the model never exercised the rule")
+		}
 	}
 }
 
@@ -202,7 +243,7 @@ func TestRedeliveriesAdversarialBroker(t *testing.T) {
 func TestRedeliveriesRecognised(t *testing.T) {
 	tr := newTracker()
 	gen := tr.connecting()
-	tr.connack(gen, false)
+	_ = tr.connack(gen, false)
 	var acks []string
 	ackOf := func(g uint64, id uint16, s string) func() {
 		return func() { acks = append(acks, s); tr.pubackWritten(g, id) }
@@ -217,7 +258,7 @@ func TestRedeliveriesRecognised(t *testing.T) {
 	}
 	own[0]() // the first is safe; its PUBACK went out
 	gen = tr.connecting()
-	tr.connack(gen, true)
+	_ = tr.connack(gen, true)
 	// The broker processed none of them and sends all three again.
 	for i, p := range []string{"x", "y", "x"} {
 		rep, _ := tr.arrived(uint16(i+1), true, "t", []byte(p), ackOf(gen, uint16(i+1), fmt.Sprint("c2-", i+1)))
@@ -242,7 +283,7 @@ func TestRedeliveriesRecognised(t *testing.T) {
 	// A third connection: a DUP=1 message now may be new (every PUBACK of
 	// the second was written).
 	gen = tr.connecting()
-	tr.connack(gen, true)
+	_ = tr.connack(gen, true)
 	if rep, _ := tr.arrived(1, true, "t", []byte("x"), func() {}); rep {
 		t.Fatal("a redelivery after everything was acknowledged taken for a repeat")
 	}
@@ -259,7 +300,7 @@ func TestRedeliveriesSentPubackKept(t *testing.T) {
 	a()
 	tr.pubackWritten(gen, 7)
 	gen = tr.connecting()
-	tr.connack(gen, true)
+	_ = tr.connack(gen, true)
 	if rep, _ := tr.arrived(7, true, "t", []byte("on"), func() {}); rep {
 		t.Fatal("taken for a repeat though its PUBACK may have freed the id")
 	}
@@ -269,7 +310,7 @@ func TestRedeliveriesSentPubackKept(t *testing.T) {
 	_, a = tr.arrived(7, false, "t", []byte("on"), func() {})
 	a() // acknowledged, but paho dropped it: the connection was gone
 	gen = tr.connecting()
-	tr.connack(gen, true)
+	_ = tr.connack(gen, true)
 	if rep, _ := tr.arrived(7, true, "t", []byte("on"), func() {}); !rep {
 		t.Fatal("a redelivery whose PUBACK never left not recognised")
 	}

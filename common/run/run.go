@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -168,6 +169,8 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	if err := writableDir(dir); err != nil {
 		l.Fail("BUFFER_DIR", dir, "an absolute path to a writable directory on a persistent volume ("+err.Error()+")")
 	}
+	// What recognising the broker's redeliveries needs after a crash.
+	s.mqtt.Journal = filepath.Join(dir, "mqtt-journal")
 	s.spool = spool.Options{
 		Dir:          dir,
 		MaxBytes:     l.Bytes("BUFFER_MAX_BYTES", 1<<20, 1<<40),

@@ -95,7 +95,7 @@ func parseJournal(data []byte, boot string) []*rcvd {
 			if len(data) < 15 {
 				return nil
 			}
-			e := &rcvd{id: binary.LittleEndian.Uint16(data[1:]), n: int(binary.LittleEndian.Uint32(data[3:])),
+			e := &rcvd{id: binary.LittleEndian.Uint16(data[1:]), n: binary.LittleEndian.Uint32(data[3:]),
 				sum: binary.LittleEndian.Uint64(data[7:]), dead: true}
 			cur = append(cur, e)
 			byID[e.id] = e
@@ -112,6 +112,9 @@ func parseJournal(data []byte, boot string) []*rcvd {
 			return nil // not written by this version: recognise nothing
 		}
 	}
+	if len(cur) > tracked {
+		cur = cur[len(cur)-tracked:]
+	}
 	return cur
 }
 
@@ -119,7 +122,7 @@ func (j *journal) arrival(e *rcvd) {
 	var r [15]byte
 	r[0] = recArrival
 	binary.LittleEndian.PutUint16(r[1:], e.id)
-	binary.LittleEndian.PutUint32(r[3:], uint32(e.n))
+	binary.LittleEndian.PutUint32(r[3:], e.n)
 	binary.LittleEndian.PutUint64(r[7:], e.sum)
 	j.buf = append(j.buf, r[:]...)
 }

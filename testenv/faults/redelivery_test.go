@@ -14,9 +14,10 @@ import (
 
 // Redeliveries: the MQTT connection is cut (the proxy between the block and
 // Mosquitto closes it both ways, losing whatever was in the air: messages
-// on their way to the block, PUBACKs on their way back) or Mosquitto is
-// restarted (persistence on, so it keeps the session), nKills times at
-// random moments of a stream. Nothing is lost; what the broker sends again
+// on their way to the block, PUBACKs on their way back), Mosquitto is
+// restarted (persistence on, so it keeps the session), or the block is
+// killed (SIGKILL) and restarted, nKills times at random moments of a
+// stream. Nothing is lost; what the broker sends again
 // is counted, and those the block recognised as messages it already held
 // are not spooled a second time. What remains as copies under new ids is
 // reported: redeliveries of messages whose PUBACK the block had already
@@ -27,7 +28,7 @@ func TestRedeliveries(t *testing.T) {
 		if !tg.in("redelivery") {
 			t.Skip("not in this scenario")
 		}
-		for _, how := range []string{"mqtt-cut", "broker-restart"} {
+		for _, how := range []string{"mqtt-cut", "broker-restart", "kill"} {
 			t.Run(how, func(t *testing.T) {
 				r := newRig(t, tg, rigOpts{broker: harness.MosquittoOptions{Persistence: true}, env: map[string]string{
 					"BATCH_MAX_MESSAGES": strconv.Itoa(tg.batch),
@@ -56,9 +57,16 @@ func TestRedeliveries(t *testing.T) {
 					at[i] = time.Duration(float64(stream) * (0.05 + 0.9*rand.Float64()))
 				}
 				sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+				// Each process counts what it recognised; a killed one's last
+				// moments are missed (read just before the kill).
+				recognisedBefore := 0.0
 				for _, d := range at {
 					time.Sleep(time.Until(began.Add(d)))
 					switch how {
+					case "kill":
+						recognisedBefore += max(0, r.metric("cloudblock_mqtt_redeliveries_recognised_total"))
+						r.block.Kill()
+						r.block.Start()
 					case "mqtt-cut":
 						proxy.SetMode(netproxy.Refuse)
 						time.Sleep(100 * time.Millisecond)
@@ -71,10 +79,14 @@ func TestRedeliveries(t *testing.T) {
 				<-done
 				tl, _ := r.waitAll(n, crashSize, 5*time.Minute+stream, true)
 				redelivered := r.metric("cloudblock_mqtt_redelivered_total")
-				recognised := r.metric("cloudblock_mqtt_redeliveries_recognised_total")
+				recognised := recognisedBefore + r.metric("cloudblock_mqtt_redeliveries_recognised_total")
 				newIDs := tl.Copies - tl.Resent
 				note := fmt.Sprintf("%d %ss at %.0f msg/s: broker sent %.0f again, block recognised %.0f; %d copies under new ids, %d resent under their id",
 					cuts, how, crashRate, redelivered, recognised, newIDs, tl.Resent)
+				if how == "kill" {
+					note = fmt.Sprintf("%d kills at %.0f msg/s: block recognised at least %.0f redeliveries; %d copies under new ids, %d resent under their id",
+						cuts, crashRate, recognised, newIDs, tl.Resent)
+				}
 				t.Logf("%s: %s; %s", tg.name, tl, note)
 				if tl.Lost != 0 || tl.Corrupt != 0 {
 					t.Errorf("lost or corrupt: %s, missing %v", tl, tl.Missing)

@@ -17,14 +17,16 @@ import (
 // rates, about a page of writeback every half minute.
 //
 // Records: 'A' a message arrived (packet id, payload length, hash of topic
-// and payload), 'S' a PUBACK is about to be written for a packet id, 'C' a
-// new connection begins. A PUBACK's record is written before the PUBACK
+// and payload), 'F' it is safe (delivered or spooled: written with the next
+// PUBACK's records), 'S' a PUBACK is about to be written for a packet id,
+// 'C' a new connection begins. A PUBACK's record is written before the PUBACK
 // reaches the connection, with every arrival before it, so after a crash
 // the file tells which messages of the last connection certainly had no
 // PUBACK sent. When the file passes journalMax it is replaced by one that
 // starts with the current connection's messages.
 const (
 	recArrival = 'A'
+	recSafe    = 'F'
 	recSent    = 'S'
 	recConn    = 'C'
 
@@ -100,12 +102,13 @@ func parseJournal(data []byte, boot string) []*rcvd {
 			cur = append(cur, e)
 			byID[e.id] = e
 			data = data[15:]
-		case recSent:
+		case recSent, recSafe:
 			if len(data) < 3 {
 				return nil
 			}
 			if e := byID[binary.LittleEndian.Uint16(data[1:])]; e != nil {
-				e.sent, e.safe = true, true // a PUBACK goes out only for a safe message
+				e.safe = true // a PUBACK goes out only for a safe message
+				e.sent = e.sent || data[0] == recSent
 			}
 			data = data[3:]
 		default:
@@ -129,6 +132,10 @@ func (j *journal) arrival(e *rcvd) {
 
 func (j *journal) sent(id uint16) {
 	j.buf = append(j.buf, recSent, byte(id), byte(id>>8))
+}
+
+func (j *journal) safe(id uint16) {
+	j.buf = append(j.buf, recSafe, byte(id), byte(id>>8))
 }
 
 func (j *journal) conn() { j.buf = append(j.buf, recConn) }
@@ -162,8 +169,11 @@ func (j *journal) replace(cur []*rcvd) error {
 	j.buf = b
 	for _, e := range cur {
 		j.arrival(e)
-		if e.sent {
+		switch {
+		case e.sent:
 			j.sent(e.id)
+		case e.safe:
+			j.safe(e.id)
 		}
 	}
 	b, j.buf = j.buf, saved

@@ -284,6 +284,9 @@ func (t *tracker) ack(e *rcvd, ack func()) {
 		return
 	}
 	e.safe = true
+	if t.j != nil && t.byID[e.id] == e {
+		t.j.safe(e.id) // only for the current connection's: records go by packet id
+	}
 	dups := t.dups[e]
 	delete(t.dups, e)
 	t.mu.Unlock()

@@ -66,9 +66,14 @@ type Subscriber struct {
 // New prepares a subscriber; Start connects.
 func New(opt Options, h Handler) *Subscriber {
 	s := &Subscriber{opt: opt, log: opt.Logger, handler: h, track: newTracker()}
+	s.track.log = opt.Logger
 	if opt.Journal != "" {
-		if err := s.track.withJournal(opt.Journal); err != nil {
+		n, lastSent, err := s.track.withJournal(opt.Journal)
+		switch {
+		case err != nil:
 			s.log.Warn("MQTT journal unavailable: redeliveries after a crash will not be recognised", "path", opt.Journal, "err", err)
+		case n > 0:
+			s.log.Info("MQTT journal: the last connection of the previous run", "messages", n, "last_acknowledged", lastSent)
 		}
 	}
 	co := paho.NewClientOptions()

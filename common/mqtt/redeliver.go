@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"hash/crc64"
+	"log/slog"
 	"sync"
 )
 
@@ -94,6 +95,7 @@ type tracker struct {
 	dups map[*rcvd][]func()
 
 	recognised, redelivered uint64
+	log                     *slog.Logger
 }
 
 func newTracker() *tracker { return &tracker{next: -1, dups: map[*rcvd][]func(){}} }
@@ -101,15 +103,18 @@ func newTracker() *tracker { return &tracker{next: -1, dups: map[*rcvd][]func(){
 // withJournal keeps the list in the journal at path and starts from what
 // an earlier process of this boot left there: the first connection then
 // recognises the redeliveries of the messages it had received.
-func (t *tracker) withJournal(path string) error {
+func (t *tracker) withJournal(path string) (loaded int, lastSent bool, err error) {
 	j, last, err := openJournal(path)
 	if err != nil || j == nil {
-		return err
+		return 0, false, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.j, t.cur = j, last
-	return nil
+	if len(last) > 0 {
+		lastSent = last[len(last)-1].sent
+	}
+	return len(last), lastSent, nil
 }
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
@@ -196,6 +201,11 @@ func (t *tracker) flushJournal() error {
 //
 // An error means the connection must not be used (see flushJournal).
 func (t *tracker) connack(gen uint64, sessionPresent bool) error {
+	if t.log != nil {
+		t.mu.Lock()
+		t.log.Debug("MQTT CONNACK", "session_present", sessionPresent, "connection", gen, "previous_messages", len(t.prev))
+		t.mu.Unlock()
+	}
 	if sessionPresent {
 		return nil
 	}
@@ -256,6 +266,16 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 				t.prev, t.next, t.walking = nil, -1, false // rN reached: what follows is new
 			}
 		} else {
+			if t.log != nil {
+				found := j >= 0 && j < len(t.prev)
+				var pid uint16
+				var same bool
+				if found {
+					pid, same = t.prev[j].id, t.prev[j].sum == e.sum
+				}
+				t.log.Debug("MQTT redelivery not recognised; copies kept until the next reconnect",
+					"packet_id", id, "expected_index", t.next, "index", j, "of", len(t.prev), "expected_id", pid, "same_bytes", same)
+			}
 			t.prev, t.next = nil, -1 // not what the rule expects: keep copies from here on
 		}
 	}

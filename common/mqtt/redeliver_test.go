@@ -112,7 +112,7 @@ func runAdversary(t *testing.T, seed uint64, journal string) (handedOn, repeats 
 	c := &advClient{t: t, tr: newTracker(), handed: map[int]int{}, excused: map[int]bool{}}
 	if journal != "" {
 		os.Remove(journal)
-		if err := c.tr.withJournal(journal); err != nil {
+		if _, _, err := c.tr.withJournal(journal); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -190,7 +190,7 @@ func runAdversary(t *testing.T, seed uint64, journal string) (handedOn, repeats 
 			}
 			c.pending = nil
 			c.tr = newTracker()
-			if err := c.tr.withJournal(journal); err != nil {
+			if _, _, err := c.tr.withJournal(journal); err != nil {
 				t.Fatal(err)
 			}
 			connect()

@@ -59,12 +59,13 @@ func TestRedeliveries(t *testing.T) {
 				sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
 				// Each process counts what it recognised; a killed one's last
 				// moments are missed (read just before the kill).
-				recognisedBefore := 0.0
+				recognisedBefore, redeliveredBefore := 0.0, 0.0
 				for _, d := range at {
 					time.Sleep(time.Until(began.Add(d)))
 					switch how {
 					case "kill":
 						recognisedBefore += max(0, r.metric("cloudblock_mqtt_redeliveries_recognised_total"))
+						redeliveredBefore += max(0, r.metric("cloudblock_mqtt_redelivered_total"))
 						r.block.Kill()
 						r.block.Start()
 					case "mqtt-cut":
@@ -78,14 +79,14 @@ func TestRedeliveries(t *testing.T) {
 				}
 				<-done
 				tl, _ := r.waitAll(n, crashSize, 5*time.Minute+stream, true)
-				redelivered := r.metric("cloudblock_mqtt_redelivered_total")
+				redelivered := redeliveredBefore + r.metric("cloudblock_mqtt_redelivered_total")
 				recognised := recognisedBefore + r.metric("cloudblock_mqtt_redeliveries_recognised_total")
 				newIDs := tl.Copies - tl.Resent
 				note := fmt.Sprintf("%d %ss at %.0f msg/s: broker sent %.0f again, block recognised %.0f; %d copies under new ids, %d resent under their id",
 					cuts, how, crashRate, redelivered, recognised, newIDs, tl.Resent)
 				if how == "kill" {
-					note = fmt.Sprintf("%d kills at %.0f msg/s: block recognised at least %.0f redeliveries; %d copies under new ids, %d resent under their id",
-						cuts, crashRate, recognised, newIDs, tl.Resent)
+					note = fmt.Sprintf("%d kills at %.0f msg/s: the block counted at least %.0f sent again and recognised %.0f; %d copies under new ids, %d resent under their id",
+						cuts, crashRate, redelivered, recognised, newIDs, tl.Resent)
 				}
 				t.Logf("%s: %s; %s", tg.name, tl, note)
 				if tl.Lost != 0 || tl.Corrupt != 0 {

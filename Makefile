@@ -75,7 +75,7 @@ demo: .cache/setup-mosquitto
 # kill -9 and outage tests are in `make test` too.
 PKGS := ./common/... ./testenv/... ./examples/sensor/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
 TEST_PKGS = $(shell $(GO) list $(PKGS))
-FAULTS_IN_TEST := FAULTS_TARGETS=file FAULTS_SCENARIOS=crash,powercut,disk,badinput,config \
+FAULTS_IN_TEST := FAULTS_TARGETS=file FAULTS_SCENARIOS=crash,powercut,redelivery,disk,badinput,config \
 	FAULTS_MESSAGES=5000 FAULTS_KILLS=3 FAULTS_OUTAGE=10s
 test: lint setup $(addprefix setup-,$(SERVICES))
 	$(FAULTS_IN_TEST) $(GOTEST) $(TEST_PKGS)

@@ -4,6 +4,7 @@ import (
 	"hash/crc64"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // Recognising the broker's redeliveries after a reconnect.
@@ -32,8 +33,9 @@ import (
 //   - So the first redelivery must be the latest message received with its
 //     id, and the following ones must be the messages after it, one by one,
 //     up to rN. Each is checked for its id and a hash of its topic and
-//     payload; the first that does not match ends the recognising, and so
-//     does reaching rN (what follows is new).
+//     payload (a guard against a broker that breaks these rules: the order
+//     alone identifies them); the first that does not match ends the
+//     recognising, and so does reaching rN (what follows is new).
 //
 // When rN's PUBACK was written before the drop, or the broker says it has no
 // session (CONNACK session present 0), or a connection drops while its
@@ -49,7 +51,7 @@ import (
 // handed on all the same (it may have died with the process).
 
 // tracked is how many of a connection's latest messages are remembered
-// (24 bytes each): a first redelivery further back is not recognised.
+// (about 32 bytes each): a first redelivery further back is not recognised.
 // Mosquitto 2.0.11 was measured with up to about 5,000 messages sent and
 // not yet acknowledged at once; a broker can have at most 65,535.
 const (
@@ -88,8 +90,14 @@ type tracker struct {
 	byID     map[uint16]*rcvd
 	confused bool
 	// j keeps the current connection's list where a crash cannot take it
-	// (journal.go); nil without one.
-	j *journal
+	// (journal.go); nil without one. jOn says whether it is being written:
+	// only at a fast pace (see pace).
+	j   *journal
+	jOn bool
+	// lastArrival and gap follow the pace of arrivals (clock: tests).
+	lastArrival time.Time
+	gap         time.Duration
+	clock       func() time.Time
 	// dups are the acknowledgements of recognised redeliveries waiting for
 	// the message they repeat to be safe.
 	dups map[*rcvd][]func()
@@ -144,9 +152,7 @@ func (t *tracker) connecting() uint64 {
 		t.prev = t.cur
 	}
 	t.cur, t.drop, t.byID, t.confused = nil, 0, nil, false
-	if t.j != nil {
-		t.j.conn()
-	}
+	t.journalConn()
 	return t.gen
 }
 
@@ -160,9 +166,67 @@ func (t *tracker) pubackWritten(gen uint64, id uint16) {
 	if e := t.byID[id]; e != nil {
 		e.sent = true
 	}
-	if t.j != nil {
+	if t.jOn {
 		t.j.sent(id)
 	}
+}
+
+// journalConn records at once that a new connection begins, whatever the
+// pace: after a crash the journal must never offer an earlier connection's
+// messages once PUBACKs of this one may have gone out unrecorded. Caller
+// holds mu.
+func (t *tracker) journalConn() {
+	if t.j == nil {
+		return
+	}
+	t.j.conn()
+	if err := t.j.flush(nil); err != nil {
+		t.abandonJournal()
+	}
+}
+
+// abandonJournal gives the journal up after a failed write. Caller holds mu.
+func (t *tracker) abandonJournal() {
+	if err := t.j.abandon(); err != nil && t.log != nil {
+		t.log.Error("MQTT journal: neither written nor removed; after a crash it may offer stale messages", "err", err)
+	}
+	t.j, t.jOn = nil, false
+}
+
+// journalGap is the pace (average time between messages) below which the
+// journal is written. A crash can only make the broker resend the messages
+// not yet acknowledged, a handful at sensor rates but thousands at full
+// speed, while the journal's cost in flash per message is the reverse: at
+// 10 msg/s its pages would cost 15-40 bytes a message.
+const journalGap = 10 * time.Millisecond
+
+// pace follows the arrivals' pace and turns the journal on and off with
+// it. Turning it off records a new connection at once: after a crash the
+// journal then offers nothing, rather than a list missing what came since.
+// Caller holds mu.
+func (t *tracker) pace(now time.Time) {
+	if !t.lastArrival.IsZero() {
+		sample := min(now.Sub(t.lastArrival), time.Second)
+		t.gap += (sample - t.gap) / 8
+	} else {
+		t.gap = time.Second
+	}
+	t.lastArrival = now
+	if t.j == nil {
+		return
+	}
+	on := t.gap < journalGap
+	if on == t.jOn {
+		return
+	}
+	t.jOn = on
+	if on {
+		t.j.conn() // the list starts here
+		return
+	}
+	// Nothing is known from here: written at once, since the PUBACKs ahead
+	// go unrecorded.
+	t.journalConn()
 }
 
 // unreadable records that connection gen wrote bytes not read as packets.
@@ -173,7 +237,7 @@ func (t *tracker) unreadable(gen uint64) {
 		return
 	}
 	t.confused = true
-	if t.j != nil {
+	if t.jOn {
 		t.j.conn() // after a crash, nothing of this connection is known either
 	}
 }
@@ -192,7 +256,7 @@ func (t *tracker) flushJournal() error {
 		return nil
 	}
 	err = t.j.abandon()
-	t.j = nil
+	t.j, t.jOn = nil, false
 	return err
 }
 
@@ -223,7 +287,7 @@ func (t *tracker) connack(gen uint64, sessionPresent bool) error {
 	t.j.conn()
 	if err := t.j.flush(t.cur); err != nil {
 		err = t.j.abandon()
-		t.j = nil
+		t.j, t.jOn = nil, false
 		return err
 	}
 	return nil
@@ -245,7 +309,12 @@ func (t *tracker) arrived(id uint16, dup bool, topic string, payload []byte, ack
 		t.byID = map[uint16]*rcvd{}
 	}
 	t.byID[id] = e
-	if t.j != nil {
+	now := time.Now
+	if t.clock != nil {
+		now = t.clock
+	}
+	t.pace(now())
+	if t.jOn {
 		t.j.arrival(e)
 	}
 	if dup {
@@ -304,7 +373,7 @@ func (t *tracker) ack(e *rcvd, ack func()) {
 		return
 	}
 	e.safe = true
-	if t.j != nil && t.byID[e.id] == e {
+	if t.jOn && t.byID[e.id] == e {
 		t.j.safe(e.id) // only for the current connection's: records go by packet id
 	}
 	dups := t.dups[e]

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // An adversarial broker, as a model: it does everything MQTT 3.1.1 allows
@@ -110,6 +111,17 @@ func runAdversary(t *testing.T, seed uint64, journal string) (handedOn, repeats 
 	rng := rand.New(rand.NewPCG(seed, 99))
 	b := &advBroker{rng: rng, ids: 1 + rng.IntN(6), window: 1 + rng.IntN(8)}
 	c := &advClient{t: t, tr: newTracker(), handed: map[int]int{}, excused: map[int]bool{}}
+	// A clock that runs fast and slow: the journal is turned on and off.
+	var clock time.Time
+	tick := func() time.Time {
+		if rng.IntN(30) == 0 {
+			clock = clock.Add(time.Second)
+		} else {
+			clock = clock.Add(time.Millisecond)
+		}
+		return clock
+	}
+	c.tr.clock = tick
 	if journal != "" {
 		os.Remove(journal)
 		if _, _, err := c.tr.withJournal(journal); err != nil {
@@ -190,6 +202,7 @@ func runAdversary(t *testing.T, seed uint64, journal string) (handedOn, repeats 
 			}
 			c.pending = nil
 			c.tr = newTracker()
+			c.tr.clock = tick
 			if _, _, err := c.tr.withJournal(journal); err != nil {
 				t.Fatal(err)
 			}

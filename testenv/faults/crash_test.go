@@ -21,6 +21,25 @@ const (
 	brokerInflight = 1000
 )
 
+// streamWithEvents publishes n messages at rate in the background (done
+// closes when the broker has them all) and returns k moments, spread at
+// random over the stream's expected length, for the events of a scenario.
+func streamWithEvents(t *testing.T, r *rig, n int, rate float64, k int) (pub *harness.Publisher, began time.Time, done chan struct{}, stream time.Duration, at []time.Duration) {
+	pub = harness.NewPublisher(t, r.broker, "cloud-input", crashSize)
+	began, done = time.Now(), make(chan struct{})
+	go func() {
+		defer close(done)
+		pub.Publish(0, n, rate)
+	}()
+	stream = time.Duration(float64(n) / rate * float64(time.Second))
+	at = make([]time.Duration, k)
+	for i := range at {
+		at[i] = time.Duration(float64(stream) * (0.05 + 0.9*rand.Float64()))
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+	return pub, began, done, stream, at
+}
+
 // Crash: SIGKILL at random moments during a long stream. Every message
 // arrives at least once, byte for byte; a kill can only make the sink send
 // again the batches it had in flight (none at all for object stores and
@@ -39,21 +58,7 @@ func TestCrash(t *testing.T) {
 			"BATCH_CONCURRENCY":  strconv.Itoa(crashConcurrency),
 		}})
 		r.start()
-		pub := harness.NewPublisher(t, r.broker, "cloud-input", crashSize)
-		began := time.Now()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			pub.Publish(0, n, crashRate)
-		}()
-		// Kill moments spread at random over the stream's expected length.
-		stream := time.Duration(float64(n) / crashRate * float64(time.Second))
-		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
-		at := make([]time.Duration, kills)
-		for i := range at {
-			at[i] = time.Duration(float64(stream) * (0.05 + 0.9*rng.Float64()))
-		}
-		sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+		pub, began, done, stream, at := streamWithEvents(t, r, n, crashRate, kills)
 		for _, d := range at {
 			time.Sleep(time.Until(began.Add(d)))
 			r.block.Kill()

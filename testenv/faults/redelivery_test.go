@@ -2,8 +2,6 @@ package faults
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -44,19 +42,7 @@ func TestRedeliveries(t *testing.T) {
 					r.block.Env["LOCAL_MQTT_HOST"] = "mqtt://" + p.Addr()
 				}
 				r.start()
-				pub := harness.NewPublisher(t, r.broker, "cloud-input", crashSize)
-				began := time.Now()
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					pub.Publish(0, n, crashRate)
-				}()
-				stream := time.Duration(float64(n) / crashRate * float64(time.Second))
-				at := make([]time.Duration, cuts)
-				for i := range at {
-					at[i] = time.Duration(float64(stream) * (0.05 + 0.9*rand.Float64()))
-				}
-				sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+				pub, began, done, stream, at := streamWithEvents(t, r, n, crashRate, cuts)
 				// Each process counts what it recognised; a killed one's last
 				// moments are missed (read just before the kill).
 				recognisedBefore, redeliveredBefore := 0.0, 0.0

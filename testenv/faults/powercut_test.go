@@ -60,6 +60,10 @@ func TestPowerCut(t *testing.T) {
 		pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
 		pub.Publish(0, n, 0)
 		r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
+		// Held messages count in the spool before they are written: wait
+		// until every one was written and acknowledged, so that the broker
+		// has nothing to send again and the damage below is all that is lost.
+		r.waitMetric("cloudblock_acknowledged_total", time.Minute, func(v float64) bool { return v == n })
 		r.block.Kill()
 
 		segs := segments(t, r.block.BufDir)
@@ -137,6 +141,7 @@ func TestTornTailEveryOffset(t *testing.T) {
 	pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
 	pub.Publish(0, n, 0)
 	r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
+	r.waitMetric("cloudblock_acknowledged_total", time.Minute, func(v float64) bool { return v == n })
 	r.block.Stop()
 	orig := r.block.BufDir
 	seg, sz := lastNonEmpty(t, segments(t, orig))

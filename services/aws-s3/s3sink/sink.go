@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -103,119 +102,32 @@ func (s *Sink) Limits() sink.Limits {
 	}
 }
 
-// WriteBatch writes the batch's objects.
-//
-// In batch mode any retryable failure fails the whole batch, so the retry
-// lays out exactly the same objects under the same keys (objects already
-// written are overwritten with the same bytes); only messages that can never
-// fit are reported alone. In message mode each message is its own object and
-// failures are reported per message, except authentication failures, which
-// concern them all.
+// WriteBatch writes the batch's objects through the object stores' one
+// write path (objstore.Writer): in batch mode any retryable failure fails
+// the whole batch, so the retry lays out exactly the same objects under the
+// same keys (objects already written are overwritten with the same bytes);
+// only messages that can never fit are reported alone.
 func (s *Sink) WriteBatch(ctx context.Context, batch []sink.Message) error {
 	if s.client == nil {
 		return errors.New("s3: not connected")
 	}
-	var failed sink.BatchError
-	pos := make([]int, 0, len(batch))
-	for i, m := range batch {
-		if max := s.maxPayload(); int64(len(m.Payload)) > max {
-			failed.Fail(i, sink.Permanent(fmt.Errorf("payload of %d bytes exceeds the limit of %d bytes (AWS_S3_MAX_OBJECT_BYTES)", len(m.Payload), max)))
-			continue
+	w := objstore.Writer{
+		Layout:     s.cfg.Objects,
+		MaxMessage: s.maxPayload(), MaxMessageVar: "the largest payload AWS_S3_MAX_OBJECT_BYTES allows",
+		MaxObject: s.cfg.MaxObject, MaxObjectVar: "AWS_S3_MAX_OBJECT_BYTES",
+		Concurrency: putConcurrency,
+		Put: func(ctx context.Context, o *objstore.Object) (bool, error) {
+			return false, s.put(ctx, o) // a PUT overwrites: never "already there"
+		},
+		Log: s.log,
+	}
+	if err := w.Write(ctx, batch); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("writing to bucket %q: %w", s.cfg.Bucket, err)
 		}
-		pos = append(pos, i)
+		return err
 	}
-	objs, err := s.layout(batch, pos, &failed)
-	if err != nil {
-		// An invalid key template or a key over 1024 bytes: configuration
-		// to fix, not messages to dead-letter.
-		return fmt.Errorf("laying out objects: %w", err)
-	}
-	errs := s.putAll(ctx, objs)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("writing to bucket %q: %w", s.cfg.Bucket, err)
-	}
-	var retry error
-	permanent := len(failed.Failed) > 0
-	for i, err := range errs {
-		if err == nil {
-			continue
-		}
-		if sink.IsPermanent(err) {
-			permanent = true
-		} else if retry == nil || sink.IsAuth(err) && !sink.IsAuth(retry) {
-			retry = err
-		}
-		for _, j := range objs[i].Indexes {
-			failed.Fail(j, err)
-		}
-	}
-	if retry != nil && (sink.IsAuth(retry) || s.cfg.Objects.Mode != objstore.PerMessage ||
-		len(failed.Failed) == len(batch) && !permanent) {
-		return retry
-	}
-	return failed.Err()
-}
-
-// layout builds the objects of the batch's messages at positions pos; the
-// objects' Indexes are positions in the batch. An object over MaxObject is
-// split in halves until each part fits, each named after its own first and
-// last message, so a resend of the batch splits the same way; a message that
-// cannot fit on its own fails permanently.
-func (s *Sink) layout(batch []sink.Message, pos []int, failed *sink.BatchError) ([]objstore.Object, error) {
-	msgs := batch
-	if len(pos) != len(batch) {
-		msgs = make([]sink.Message, len(pos))
-		for k, i := range pos {
-			msgs[k] = batch[i]
-		}
-	}
-	objs, err := s.cfg.Objects.Build(msgs)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]objstore.Object, 0, len(objs))
-	for _, o := range objs {
-		for k, j := range o.Indexes {
-			o.Indexes[k] = pos[j]
-		}
-		switch {
-		case int64(len(o.Body)) <= s.cfg.MaxObject:
-			out = append(out, o)
-		case len(o.Indexes) == 1:
-			failed.Fail(o.Indexes[0], sink.Permanent(fmt.Errorf(
-				"its object of %d bytes exceeds AWS_S3_MAX_OBJECT_BYTES (%d bytes)", len(o.Body), s.cfg.MaxObject)))
-		default:
-			half := len(o.Indexes) / 2
-			for _, part := range [][]int{o.Indexes[:half], o.Indexes[half:]} {
-				sub, err := s.layout(batch, part, failed)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, sub...)
-			}
-		}
-	}
-	return out, nil
-}
-
-// putAll writes objs, up to putConcurrency at once; errs[i] is objs[i]'s.
-func (s *Sink) putAll(ctx context.Context, objs []objstore.Object) []error {
-	errs := make([]error, len(objs))
-	if len(objs) == 1 {
-		errs[0] = s.put(ctx, &objs[0])
-		return errs
-	}
-	sem := make(chan struct{}, putConcurrency)
-	var wg sync.WaitGroup
-	for i := range objs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			errs[i] = s.put(ctx, &objs[i])
-		})
-	}
-	wg.Wait()
-	return errs
+	return nil
 }
 
 func (s *Sink) put(ctx context.Context, o *objstore.Object) error {

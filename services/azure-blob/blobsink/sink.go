@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
@@ -77,45 +76,11 @@ func (s *Sink) Limits() sink.Limits { return sink.Limits{StableBatches: true} }
 // where versioning is on, and immutable containers accept resends.
 var createOnly = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: new(azcore.ETagAny)}}
 
-// WriteBatch lays the batch out as objects and uploads them, at most
-// Concurrency at once. When only some uploads fail, the messages of those
-// are named in a *sink.BatchError.
+// WriteBatch writes the batch's blobs through the object stores' one write
+// path (objstore.Writer), at most AZURE_BLOB_UPLOAD_CONCURRENCY at once.
 func (s *Sink) WriteBatch(ctx context.Context, batch []sink.Message) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	objs, err := s.cfg.Layout.Build(batch)
-	if err != nil {
-		return sink.Permanent(fmt.Errorf("laying out blobs: %w", err))
-	}
-	errs := make([]error, len(objs))
-	var existed int
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	for i := range objs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			errs[i] = ctx.Err()
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			was, err := s.put(ctx, &objs[i])
-			errs[i] = err
-			mu.Lock()
-			if was {
-				existed++
-			}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	if existed > 0 {
-		s.log.Info("blobs already stored by an earlier attempt of this batch were kept", "blobs", existed, "messages", len(batch))
-	}
-	return result(objs, errs)
+	w := objstore.Writer{Layout: s.cfg.Layout, Concurrency: s.cfg.Concurrency, Put: s.put, Log: s.log}
+	return w.Write(ctx, batch)
 }
 
 // put uploads one object in a single PUT (UploadBuffer does so up to
@@ -137,44 +102,6 @@ func (s *Sink) put(ctx context.Context, o *objstore.Object) (existed bool, err e
 		return false, s.classify(err, "uploading blob "+o.Key)
 	}
 	return false, nil
-}
-
-// result turns the uploads' errors into WriteBatch's: nil, the error itself
-// when every upload failed alike, else a BatchError naming the messages of
-// the failed objects.
-func result(objs []objstore.Object, errs []error) error {
-	var first error
-	failed, permanent := 0, 0
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		if first == nil {
-			first = err
-		}
-		failed++
-		if sink.IsPermanent(err) {
-			permanent++
-		}
-	}
-	switch {
-	case failed == 0:
-		return nil
-	case failed == 1 && len(objs) == 1:
-		return first
-	case failed == len(objs) && (permanent == 0 || permanent == failed):
-		// One error keeps its class (an AuthError reaches the pipeline as one).
-		return fmt.Errorf("all %d uploads failed, the first: %w", failed, first)
-	}
-	be := &sink.BatchError{}
-	for i, err := range errs {
-		if err != nil {
-			for _, m := range objs[i].Indexes {
-				be.Fail(m, err)
-			}
-		}
-	}
-	return be
 }
 
 // Close drops idle connections. Idempotent; the SDK client holds nothing else.

@@ -56,103 +56,38 @@ func (s *Sink) Limits() sink.Limits {
 	}
 }
 
-// WriteBatch writes the batch's objects and reports the messages of those
-// that failed. A batch that failed whole returns the error itself, so the
-// pipeline sees an AuthError as one.
+// WriteBatch writes the batch's objects through the object stores' one
+// write path (objstore.Writer).
 func (s *Sink) WriteBatch(ctx context.Context, batch []sink.Message) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	s.mu.Lock()
 	ins := s.ins
 	s.mu.Unlock()
 	if ins == nil {
 		return errors.New("gcs: not connected")
 	}
-
-	var be sink.BatchError
-	// pos maps an index of the messages laid out to its index in batch.
-	msgs, pos := batch, []int(nil)
-	if s.cfg.maxMessage > 0 {
-		msgs = make([]sink.Message, 0, len(batch))
-		for i, m := range batch {
-			if len(m.Payload) > s.cfg.maxMessage {
-				be.Fail(i, sink.Permanent(fmt.Errorf("gcs: payload of %d bytes exceeds %s_MAX_MESSAGE_BYTES (%d)", len(m.Payload), prefix, s.cfg.maxMessage)))
-				continue
-			}
-			msgs = append(msgs, m)
-			pos = append(pos, i)
-		}
+	w := objstore.Writer{
+		Layout:     s.cfg.objects,
+		MaxMessage: int64(s.cfg.maxMessage), MaxMessageVar: prefix + "_MAX_MESSAGE_BYTES",
+		Concurrency: uploadConcurrency,
+		Put: func(ctx context.Context, o *objstore.Object) (bool, error) {
+			return s.put(ctx, ins, o)
+		},
 	}
-	objs, err := s.cfg.objects.Build(msgs)
-	if err != nil {
-		// A key that cannot be made (a prefix or device id too long): the
-		// configuration needs fixing; the messages wait in the spool.
-		return fmt.Errorf("gcs: laying out objects: %w", err)
-	}
-	errs := s.putAll(ctx, ins, objs)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("gcs: writing to bucket %s: %w", s.cfg.bucket, err)
-	}
-	for k, err := range errs {
-		if err == nil {
-			continue
+	if err := w.Write(ctx, batch); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("gcs: writing to bucket %s: %w", s.cfg.bucket, err)
 		}
-		for _, j := range objs[k].Indexes {
-			if pos != nil {
-				j = pos[j]
-			}
-			be.Fail(j, err)
-		}
+		return err
 	}
-	if len(be.Failed) == len(batch) {
-		var first error
-		for _, e := range be.Failed {
-			if sink.IsPermanent(e) {
-				return &be
-			}
-			first = e
-		}
-		if len(objs) == 1 {
-			return first
-		}
-		return fmt.Errorf("all %d objects failed: %w", len(objs), first)
-	}
-	return be.Err()
+	return nil
 }
 
-// putAll writes the objects, a few at once, and returns each one's error.
-func (s *Sink) putAll(ctx context.Context, ins inserter, objs []objstore.Object) []error {
-	errs := make([]error, len(objs))
-	if len(objs) == 1 {
-		errs[0] = s.put(ctx, ins, &objs[0])
-		return errs
-	}
-	sem := make(chan struct{}, uploadConcurrency)
-	var wg sync.WaitGroup
-	for k := range objs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			errs[k] = ctx.Err()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			errs[k] = s.put(ctx, ins, &objs[k])
-		}()
-	}
-	wg.Wait()
-	return errs
-}
-
-// put writes one object and classifies its error for the pipeline.
-func (s *Sink) put(ctx context.Context, ins inserter, o *objstore.Object) error {
-	err := ins.Insert(ctx, s.cfg.bucket, o)
+// put writes one object and classifies its error for the pipeline;
+// existed reports an object an earlier attempt had stored.
+func (s *Sink) put(ctx context.Context, ins inserter, o *objstore.Object) (existed bool, err error) {
+	err = ins.Insert(ctx, s.cfg.bucket, o)
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	var ge *googleapi.Error
 	if errors.As(err, &ge) {
@@ -160,15 +95,15 @@ func (s *Sink) put(ctx context.Context, ins inserter, o *objstore.Object) error 
 		case ge.Code == http.StatusPreconditionFailed:
 			// The object exists: this batch was written by an attempt whose
 			// success was not recorded (a crash, a lost reply).
-			return nil
+			return true, nil
 		case ge.Code == http.StatusUnauthorized || ge.Code == http.StatusForbidden:
-			return &sink.AuthError{Err: fmt.Errorf("gcs: writing to bucket %s was refused (the service account needs the Storage Object Creator role on it): %w", s.cfg.bucket, err)}
+			return false, &sink.AuthError{Err: fmt.Errorf("gcs: writing to bucket %s was refused (the service account needs the Storage Object Creator role on it): %w", s.cfg.bucket, err)}
 		case ge.Code == http.StatusNotFound:
-			return fmt.Errorf("gcs: bucket %s not found (create it, or check %s_BUCKET): %w", s.cfg.bucket, prefix, err)
+			return false, fmt.Errorf("gcs: bucket %s not found (create it, or check %s_BUCKET): %w", s.cfg.bucket, prefix, err)
 		case ge.Code == http.StatusBadRequest:
 			// The same request is refused again: the object's messages go
 			// to the dead-letter store rather than block the ones behind.
-			return sink.Permanent(fmt.Errorf("gcs: object %s refused: %w", o.Key, err))
+			return false, sink.Permanent(fmt.Errorf("gcs: object %s refused: %w", o.Key, err))
 		}
 	}
 	// The token endpoint refusing the key (revoked, wrong) is an auth
@@ -176,9 +111,9 @@ func (s *Sink) put(ctx context.Context, ins inserter, o *objstore.Object) error 
 	var ae *auth.Error
 	if errors.As(err, &ae) && ae.Response != nil && (ae.Response.StatusCode == http.StatusBadRequest ||
 		ae.Response.StatusCode == http.StatusUnauthorized || ae.Response.StatusCode == http.StatusForbidden) {
-		return &sink.AuthError{Err: fmt.Errorf("gcs: getting an access token: %w", err)}
+		return false, &sink.AuthError{Err: fmt.Errorf("gcs: getting an access token: %w", err)}
 	}
-	return fmt.Errorf("gcs: writing %s to bucket %s: %w", o.Key, s.cfg.bucket, err)
+	return false, fmt.Errorf("gcs: writing %s to bucket %s: %w", o.Key, s.cfg.bucket, err)
 }
 
 // Close forgets the client; idempotent. The JSON API client holds no

@@ -52,7 +52,8 @@ type Service struct {
 	// Vars are the service's own variables; same-named common ones are overridden.
 	Vars []config.Var
 	// New reads the service's variables from l (problems are collected by l)
-	// and returns its sink, not yet connected.
+	// and returns its sink, not yet connected, or an error: l.Err() when the
+	// variables have problems. Never nil and nil.
 	New func(l *config.Loader, info Info) (sink.Sink, error)
 }
 

@@ -67,12 +67,6 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
-// Reconnector is implemented by sinks that want to be told when their
-// configuration (for example a rotated secret) changed.
-type Reconnector interface {
-	Reconnect(ctx context.Context) error
-}
-
 type permanentError struct{ err error }
 
 func (e *permanentError) Error() string { return e.err.Error() }

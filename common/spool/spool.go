@@ -267,9 +267,6 @@ func Open(opt Options) (*Spool, error) {
 // MaxRecordPayload is the largest payload (plus topic) Append accepts.
 func (s *Spool) MaxRecordPayload() int { return s.maxBody - bodyFixed }
 
-// Epoch identifies this spool's lifetime; it prefixes every message ID.
-func (s *Spool) Epoch() string { return s.epoch }
-
 // ID formats the stable message id for seq: the spool's epoch (creation
 // time and randomness, so ids never repeat if the volume is wiped) and the
 // zero-padded sequence, so ids of one spool sort in receive order.

@@ -206,7 +206,7 @@ func load(l *config.Loader, device string) Config {
 func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	c := load(l, info.Device)
 	if l.Err() != nil {
-		return nil, nil // run reports the loader's errors
+		return nil, l.Err()
 	}
 	cl, err := newClients(c)
 	if err != nil {
@@ -214,7 +214,7 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		// connection string, a bad tenant id); never echoes secrets.
 		name := map[auth]string{authSharedKey: varKey, authConnString: varConnString, authEntraSecret: varTenant, authEntraDefault: varUseEntra}[c.Auth]
 		l.Fail(name, l.Optional(name), "a value the Azure SDK accepts ("+err.Error()+")")
-		return nil, nil
+		return nil, l.Err()
 	}
 	return newSink(c, cl, info.Log), nil
 }

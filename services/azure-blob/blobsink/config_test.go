@@ -50,8 +50,8 @@ func TestConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := config.NewLoader(lookup(tc.env), Service.AllVars())
 			s, err := New(l, run.Info{})
-			if err != nil || s != nil {
-				t.Fatalf("New returned %v, %v; want its problems in the loader", s, err)
+			if s != nil || err == nil || err.Error() != l.Err().Error() {
+				t.Fatalf("New returned %v, %v; want no sink and the loader's problems", s, err)
 			}
 			got := ""
 			if err := l.Err(); err != nil {

@@ -71,7 +71,7 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		info.Log.Info(prefix + "_SUBSCRIPTION is ignored: this block only publishes")
 	}
 	if l.Err() != nil {
-		return nil, nil
+		return nil, l.Err()
 	}
 	if cfg.emulator != "" {
 		info.Log.Info("publishing to a Pub/Sub emulator without credentials", "emulator", cfg.emulator, "topic", cfg.topic)

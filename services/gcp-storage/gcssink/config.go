@@ -59,7 +59,7 @@ type settings struct {
 func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	cfg := load(l, info.Device)
 	if l.Err() != nil {
-		return nil, nil
+		return nil, l.Err()
 	}
 	if cfg.emulator != "" {
 		info.Log.Info("writing to a Cloud Storage emulator without credentials", "emulator", cfg.emulator, "bucket", cfg.bucket)

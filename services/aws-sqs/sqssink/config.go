@@ -39,8 +39,8 @@ const (
 	maxQueueName = 80
 )
 
-// settings are the validated variables.
-type settings struct {
+// Config is the validated configuration.
+type Config struct {
 	queueName string // set when the queue was given by name
 	queueURL  string // set when it was given by URL
 	fifo      bool
@@ -55,7 +55,7 @@ type settings struct {
 
 // New reads the variables; problems are collected by l.
 func New(l *config.Loader, info run.Info) (sink.Sink, error) {
-	st := settings{
+	st := Config{
 		region:       l.String("AWS_SQS_REGION"),
 		accessKey:    l.String("AWS_SQS_ACCESS_KEY"),
 		secretKey:    l.String("AWS_SQS_SECRET_KEY"),
@@ -84,7 +84,7 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 }
 
 // parseQueue reads AWS_SQS_QUEUE_NAME: a queue name or a queue URL.
-func (st *settings) parseQueue(l *config.Loader) {
+func (st *Config) parseQueue(l *config.Loader) {
 	v := strings.TrimSpace(l.String("AWS_SQS_QUEUE_NAME"))
 	if v == "" {
 		return // reported as missing by the loader

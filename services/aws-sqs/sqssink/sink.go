@@ -54,7 +54,7 @@ type Client interface {
 
 // Sink sends batches to one SQS queue.
 type Sink struct {
-	st     settings
+	st     Config
 	device string
 	log    *slog.Logger
 	// dial creates the client; tests replace it to hand out a fake.
@@ -76,7 +76,7 @@ type conn struct {
 	deviceName   string
 }
 
-func newSink(st settings, device string, log *slog.Logger) *Sink {
+func newSink(st Config, device string, log *slog.Logger) *Sink {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

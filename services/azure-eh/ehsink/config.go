@@ -153,7 +153,7 @@ func (s *Sink) fromConnectionString(l *config.Loader, conn, hub string) {
 		hubArg, hub = "", *props.EntityPath // the SDK takes the hub from EntityPath
 	}
 	s.where = props.FullyQualifiedNamespace + "/" + hub
-	s.newProducer = func() (producer, error) {
+	s.dial = func() (producer, error) {
 		c, err := azeventhubs.NewProducerClientFromConnectionString(conn, hubArg, producerOptions())
 		if err != nil {
 			return nil, err
@@ -177,7 +177,7 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret 
 		return fmt.Errorf("AZURE_EH_NAMESPACE is set, but DefaultAzureCredential cannot be built from this environment: %s", redact(err.Error(), s.secrets))
 	}
 	s.where = ns + "/" + hub
-	s.newProducer = func() (producer, error) {
+	s.dial = func() (producer, error) {
 		c, err := azeventhubs.NewProducerClient(ns, hub, cred, producerOptions())
 		if err != nil {
 			return nil, err

@@ -107,7 +107,7 @@ func TestConfigValid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.where != "myns.servicebus.windows.net/telemetry" || s.newProducer == nil {
+		if s.where != "myns.servicebus.windows.net/telemetry" || s.dial == nil {
 			t.Fatalf("%+v", s)
 		}
 	}

@@ -89,7 +89,8 @@ type Sink struct {
 	partitionID string // fixed partition, or ""
 	where       string // namespace/hub, for logs and errors
 	secrets     []string
-	newProducer func() (producer, error)
+	// dial creates the producer; tests replace it with a fake.
+	dial func() (producer, error)
 
 	mu  sync.Mutex
 	p   producer
@@ -104,7 +105,7 @@ func (s *Sink) Connect(ctx context.Context) error {
 	if s.p != nil {
 		return nil
 	}
-	p, err := s.newProducer()
+	p, err := s.dial()
 	if err != nil {
 		return s.failure("creating the producer for "+s.where, err, 0)
 	}

@@ -35,7 +35,7 @@ type result interface {
 }
 
 // dialer creates the client and its publisher for the topic.
-type dialer func(ctx context.Context, cfg settings) (publisher, error)
+type dialer func(ctx context.Context, cfg Config) (publisher, error)
 
 type sdkPublisher struct {
 	client *pubsub.Client
@@ -91,7 +91,7 @@ var liveness = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * 
 // dialSDK creates the Pub/Sub client. Nothing is sent until the first
 // publish: Connect cannot check the topic, as the Publisher role it needs
 // does not allow reading it.
-func dialSDK(ctx context.Context, cfg settings) (publisher, error) {
+func dialSDK(ctx context.Context, cfg Config) (publisher, error) {
 	opts := []option.ClientOption{
 		// One connection: the default opens up to four per client, far more
 		// than a device publishing a few thousand messages a second needs.
@@ -133,7 +133,7 @@ func dialSDK(ctx context.Context, cfg settings) (publisher, error) {
 // publishSettings match the client's own batching to the pipeline's: a
 // batch arrives whole, so the client should send it as one request at once
 // rather than wait to fill a request of its own.
-func publishSettings(cfg settings) pubsub.PublishSettings {
+func publishSettings(cfg Config) pubsub.PublishSettings {
 	s := pubsub.DefaultPublishSettings
 	// A request is cut only at Pub/Sub's limits, which are also the biggest
 	// batch the sink accepts. WriteBatch flushes once the batch is queued;

@@ -50,8 +50,8 @@ var Service = run.Service{Name: "gcp-pubsub", Vars: Vars, New: New}
 // topicID is Pub/Sub's rule for a topic id.
 var topicID = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`)
 
-// settings is the validated configuration.
-type settings struct {
+// Config is the validated configuration.
+type Config struct {
 	topic      string // full name: projects/<project>/topics/<id>
 	project    string // the client's project
 	ordering   string
@@ -81,8 +81,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	return newSink(cfg, dialSDK), nil
 }
 
-func load(l *config.Loader, device string) settings {
-	c := settings{
+func load(l *config.Loader, device string) Config {
+	c := Config{
 		creds:      gcpcreds.Load(l, prefix),
 		ordering:   l.Enum(prefix+"_ORDERING_KEY", orderNone, orderDevice, orderTopic),
 		maxMessage: int(l.Bytes(prefix+"_MAX_MESSAGE_BYTES", 1, defaultMaxMessage)),

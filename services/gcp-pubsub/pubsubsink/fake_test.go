@@ -103,7 +103,7 @@ func lookup(env map[string]string) config.Lookup {
 }
 
 // loadEnv reads the service's variables from env the way run does.
-func loadEnv(env map[string]string) (settings, error) {
+func loadEnv(env map[string]string) (Config, error) {
 	l := config.NewLoader(lookup(env), Service.AllVars())
 	cfg := load(l, "dev-1")
 	return cfg, l.Err()
@@ -120,5 +120,5 @@ func fakeSink(t *testing.T, f *fakePub, env map[string]string) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSink(cfg, func(context.Context, settings) (publisher, error) { return f, nil })
+	return newSink(cfg, func(context.Context, Config) (publisher, error) { return f, nil })
 }

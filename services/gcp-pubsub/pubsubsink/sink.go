@@ -41,14 +41,14 @@ func maxBatchBytes(topic string) int {
 
 // Sink publishes batches to one topic.
 type Sink struct {
-	cfg  settings
+	cfg  Config
 	dial dialer
 
 	mu  sync.Mutex
 	pub publisher
 }
 
-func newSink(cfg settings, dial dialer) *Sink { return &Sink{cfg: cfg, dial: dial} }
+func newSink(cfg Config, dial dialer) *Sink { return &Sink{cfg: cfg, dial: dial} }
 
 // Connect creates the client once.
 func (s *Sink) Connect(ctx context.Context) error {

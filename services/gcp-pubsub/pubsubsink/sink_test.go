@@ -34,7 +34,7 @@ func TestConformanceFake(t *testing.T) {
 		New: func(t *testing.T) sink.Sink { return fakeSink(t, f, nil) },
 		NewBroken: func(t *testing.T) sink.Sink {
 			s := fakeSink(t, f, nil)
-			s.dial = func(context.Context, settings) (publisher, error) {
+			s.dial = func(context.Context, Config) (publisher, error) {
 				return nil, status.Error(codes.Unavailable, "connection refused")
 			}
 			return s
@@ -279,7 +279,7 @@ func TestCloseIdempotentAndBounded(t *testing.T) {
 	s = fakeSink(t, nil, nil)
 	block := make(chan struct{})
 	defer close(block)
-	s.dial = func(context.Context, settings) (publisher, error) { return stuckPub{block}, nil }
+	s.dial = func(context.Context, Config) (publisher, error) { return stuckPub{block}, nil }
 	s.Connect(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()

@@ -26,7 +26,7 @@ type inserter interface {
 }
 
 // dialer creates the service client.
-type dialer func(ctx context.Context, cfg settings) (inserter, error)
+type dialer func(ctx context.Context, cfg Config) (inserter, error)
 
 type storageInserter struct{ c *storage.Client }
 
@@ -65,7 +65,7 @@ func (r storageInserter) Insert(ctx context.Context, bucket string, o *objstore.
 // dialRaw creates the storage client. Nothing is sent until the first
 // write: checking the bucket would need a right (storage.buckets.get) that
 // writing objects does not.
-func dialRaw(ctx context.Context, cfg settings) (inserter, error) {
+func dialRaw(ctx context.Context, cfg Config) (inserter, error) {
 	// Enough to create objects; the library's default asks for full control.
 	opts := []option.ClientOption{option.WithScopes(storage.ScopeReadWrite)}
 	switch {

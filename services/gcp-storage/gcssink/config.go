@@ -46,8 +46,8 @@ var Service = run.Service{Name: "gcp-storage", Vars: Vars, New: New}
 // without dots is checked apart).
 var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$`)
 
-// settings is the validated configuration.
-type settings struct {
+// Config is the validated configuration.
+type Config struct {
 	bucket     string
 	objects    objstore.Options
 	maxMessage int
@@ -69,8 +69,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	return newSink(cfg, dialRaw), nil
 }
 
-func load(l *config.Loader, device string) settings {
-	c := settings{
+func load(l *config.Loader, device string) Config {
+	c := Config{
 		objects:    objstore.Load(l, prefix, device),
 		creds:      gcpcreds.Load(l, prefix),
 		maxMessage: int(l.Bytes(prefix+"_MAX_MESSAGE_BYTES", 0, 1<<30)),

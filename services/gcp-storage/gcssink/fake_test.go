@@ -123,7 +123,7 @@ func lookup(env map[string]string) config.Lookup {
 	return func(n string) (string, bool) { v, ok := env[n]; return v, ok && v != "" }
 }
 
-func loadEnv(env map[string]string) (settings, error) {
+func loadEnv(env map[string]string) (Config, error) {
 	l := config.NewLoader(lookup(env), Service.AllVars())
 	cfg := load(l, "dev-1")
 	return cfg, l.Err()
@@ -139,5 +139,5 @@ func fakeSink(t *testing.T, f *fakeBucket, env map[string]string) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSink(cfg, func(context.Context, settings) (inserter, error) { return f, nil })
+	return newSink(cfg, func(context.Context, Config) (inserter, error) { return f, nil })
 }

@@ -21,14 +21,14 @@ const uploadConcurrency = 8
 
 // Sink writes batches as objects to one bucket.
 type Sink struct {
-	cfg  settings
+	cfg  Config
 	dial dialer
 
 	mu  sync.Mutex
 	ins inserter
 }
 
-func newSink(cfg settings, dial dialer) *Sink { return &Sink{cfg: cfg, dial: dial} }
+func newSink(cfg Config, dial dialer) *Sink { return &Sink{cfg: cfg, dial: dial} }
 
 // Connect creates the client once.
 func (s *Sink) Connect(ctx context.Context) error {

@@ -45,7 +45,7 @@ func TestConformanceFake(t *testing.T) {
 				New: func(t *testing.T) sink.Sink { return fakeSink(t, f, env) },
 				NewBroken: func(t *testing.T) sink.Sink {
 					s := fakeSink(t, f, env)
-					s.dial = func(context.Context, settings) (inserter, error) {
+					s.dial = func(context.Context, Config) (inserter, error) {
 						return nil, errors.New("gcs: creating the client: no route to host")
 					}
 					return s

@@ -241,33 +241,10 @@ func (s *settings) serve(ctx context.Context) error {
 	}
 	defer dead.Close()
 
-	received := reg.Counter("cloudblock_received_total", "MQTT messages received.")
-	acked := reg.Counter("cloudblock_acknowledged_total", "MQTT messages acknowledged (PUBACK) once delivered or durably spooled.")
-	tooLarge := reg.Counter("cloudblock_too_large_total", "MQTT messages larger than the spool's record limit, dead-lettered on arrival.")
 	ingestCtx, stopIngest := context.WithCancel(context.Background())
 	defer stopIngest()
-	sub := mqtt.New(s.mqtt, func(m mqtt.Message) {
-		received.Inc()
-		err := sp.Append(ingestCtx, spool.Entry{Topic: m.Topic, Received: m.Received, Payload: m.Payload}, func(uint64) {
-			m.Ack()
-			acked.Inc()
-		})
-		switch {
-		case errors.Is(err, spool.ErrTooLarge):
-			// It can never be spooled; keep it where an operator can find it.
-			msg := sink.Message{ID: "too-large-" + m.Received.Format("20060102T150405.000000000Z"), Topic: m.Topic, Received: m.Received, Payload: m.Payload}
-			reason := fmt.Sprintf("payload of %d bytes exceeds the spool's record limit of %d bytes (BUFFER_MAX_BYTES/4)", len(m.Payload), sp.MaxRecordPayload())
-			if err := dead.Put([]sink.Message{msg}, reason); err != nil {
-				log.Error("dead-lettering an oversized message failed; not acknowledging it", "err", err, "topic", m.Topic)
-				return
-			}
-			tooLarge.Inc()
-			log.Error("message too large for the spool: dead-lettered", "topic", m.Topic, "bytes", len(m.Payload))
-			m.Ack()
-		case err != nil:
-			// Shutting down: not acknowledged, so the broker sends it again.
-		}
-	})
+	in := newIngest(ingestCtx, sp, dead, reg, log)
+	sub := mqtt.New(s.mqtt, in.handle)
 
 	pipeMetrics := pipeline.NewMetrics(reg)
 	// With Azure Key Vault, rotated secrets reach the sink: it is swapped
@@ -336,7 +313,7 @@ func (s *settings) serve(ctx context.Context) error {
 		_ = srv.Shutdown(closeCtx)
 	}
 	st := sp.Stats()
-	log.Info("stopped", "received", received.Value(), "acknowledged", acked.Value(),
+	log.Info("stopped", "received", in.received.Value(), "acknowledged", in.acked.Value(),
 		"delivered", pipeMetrics.Delivered.Value(), "undelivered_in_spool", sp.Backlog(), "spool_bytes", st.Bytes)
 	return runErr
 }

@@ -105,34 +105,42 @@ func TestFullBlockThenResume(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, 1<<20, Block)
 	defer s.Close()
-	done := make(chan uint64, 10000)
-	n := 0
-	// Append until the spool stops acknowledging.
-	for ; n < 10000; n++ {
-		e := Entry{Topic: "t", Received: time.Now(), Payload: payload(n, 1000)}
-		if err := s.Append(context.Background(), e, func(seq uint64) { done <- seq }); err != nil {
-			t.Fatal(err)
+	// 3 MB into a 1 MiB spool, from a goroutine: once the disk is full
+	// the appends wait (for memory) until deliveries free space.
+	const n = 3000
+	done := make(chan uint64, n)
+	appended := make(chan error, 1)
+	go func() {
+		for i := range n {
+			e := Entry{Topic: "t", Received: time.Now(), Payload: payload(i, 1000)}
+			if err := s.Append(context.Background(), e, func(seq uint64) { done <- seq }); err != nil {
+				appended <- err
+				return
+			}
 		}
-		if s.Stats().Full {
-			break
-		}
-	}
-	if !s.Stats().Full {
-		t.Fatal("spool never became full")
-	}
+		appended <- nil
+	}()
+	waitFor(t, "the spool to become full", func() bool { return s.Stats().Full })
 	acked := len(done)
-	// Deliver everything readable: space returns and the rest is acknowledged.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if acked >= n {
+		t.Fatalf("all %d acknowledged while full", acked)
+	}
+	// Deliver everything: space returns and the rest is acknowledged.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for got := 0; got <= n; got++ {
+	for got := 0; got < n; got++ {
 		r, err := s.Next(ctx, time.Time{})
 		if err != nil {
 			t.Fatalf("read %d: %v", got, err)
 		}
 		s.Ack(r.Seq)
 	}
-	if len(done) < acked || s.Stats().FullEvents == 0 {
-		t.Fatalf("stats %+v", s.Stats())
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every message acknowledged", func() bool { return len(done) == n })
+	if st := s.Stats(); st.FullEvents == 0 || st.Full {
+		t.Fatalf("stats %+v", st)
 	}
 }
 

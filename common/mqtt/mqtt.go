@@ -281,6 +281,7 @@ func (s *Subscriber) Pause() { s.paused.Store(true) }
 func (s *Subscriber) Disconnect(quiesce time.Duration) {
 	s.client.Disconnect(uint(quiesce.Milliseconds()))
 	s.connected.Store(false)
+	s.track.closeJournal()
 }
 
 // LoadPEM returns v itself when it holds PEM text, else the content of the

@@ -185,6 +185,18 @@ func (t *tracker) journalConn() {
 	}
 }
 
+// closeJournal closes the journal's file once the connection is closed (no
+// PUBACK can follow). What it holds stays valid for the next run: every
+// PUBACK that went out was recorded first.
+func (t *tracker) closeJournal() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.j != nil {
+		t.j.close()
+		t.j, t.jOn = nil, false
+	}
+}
+
 // abandonJournal gives the journal up after a failed write. Caller holds mu.
 func (t *tracker) abandonJournal() {
 	if err := t.j.abandon(); err != nil && t.log != nil {

@@ -36,8 +36,8 @@ type Config struct {
 type Source interface {
 	Next(ctx context.Context, deadline time.Time) (spool.Record, error)
 	Ack(seq uint64)
-	Intent() (first, last uint64, ok bool)
-	SetIntent(first, last uint64) error
+	RecordedInFlight() (first, last uint64, ok bool)
+	RecordInFlight(first, last uint64) error
 }
 
 // DeadLetter stores messages the destination can never accept.
@@ -165,7 +165,7 @@ func (p *Pipeline) Run(stop, kill context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var carry *spool.Record
-	first, last, resend := p.src.Intent()
+	first, last, resend := p.src.RecordedInFlight()
 	for {
 		b, next, err := p.cut(ctx, carry, first, last, resend)
 		carry, resend = next, false
@@ -180,7 +180,7 @@ func (p *Pipeline) Run(stop, kill context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		if p.stable && !b.tooBig && !p.recordIntent(ctx, b) {
+		if p.stable && !b.tooBig && !p.recordInFlight(ctx, b) {
 			<-slots
 			return nil // stopping
 		}
@@ -384,13 +384,13 @@ func (p *Pipeline) backoff(ctx context.Context, d time.Duration) bool {
 	return waitBackoff(ctx, d, p.recovery())
 }
 
-// recordIntent durably records b's range before it is sent, retrying a
+// recordInFlight durably records b's range before it is sent, retrying a
 // failed write (a full disk) until it succeeds: sending without it could
 // duplicate the batch's object after a crash. False when ctx ended.
-func (p *Pipeline) recordIntent(ctx context.Context, b *batch) bool {
+func (p *Pipeline) recordInFlight(ctx context.Context, b *batch) bool {
 	wait := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err := p.src.SetIntent(b.seqs[0], b.seqs[len(b.seqs)-1])
+		err := p.src.RecordInFlight(b.seqs[0], b.seqs[len(b.seqs)-1])
 		if err == nil {
 			return true
 		}

@@ -204,8 +204,8 @@ func (m *memSource) Ack(seq uint64) {
 	m.acked = max(m.acked, seq)
 }
 
-func (m *memSource) Intent() (uint64, uint64, bool)     { return 0, 0, false }
-func (m *memSource) SetIntent(first, last uint64) error { return nil }
+func (m *memSource) RecordedInFlight() (uint64, uint64, bool) { return 0, 0, false }
+func (m *memSource) RecordInFlight(first, last uint64) error  { return nil }
 
 type noDead struct{}
 

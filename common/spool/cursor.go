@@ -20,9 +20,9 @@ import (
 const slotSize = 48
 
 type cursorState struct {
-	acked               uint64
-	intentFirst, intent uint64 // intent = last seq of the batch in flight (0 = none)
-	reserved            uint64 // seqs below this may have been handed out
+	acked                       uint64
+	inFlightFirst, inFlightLast uint64 // the batch in flight (inFlightLast 0: none)
+	reserved                    uint64 // seqs below this may have been handed out
 }
 
 type cursorFile struct {
@@ -53,10 +53,10 @@ func openCursor(path string) (*cursorFile, cursorState, error) {
 		if g := binary.LittleEndian.Uint64(s); g > bestGen {
 			bestGen = g
 			best = cursorState{
-				acked:       binary.LittleEndian.Uint64(s[8:]),
-				intentFirst: binary.LittleEndian.Uint64(s[16:]),
-				intent:      binary.LittleEndian.Uint64(s[24:]),
-				reserved:    reserved,
+				acked:         binary.LittleEndian.Uint64(s[8:]),
+				inFlightFirst: binary.LittleEndian.Uint64(s[16:]),
+				inFlightLast:  binary.LittleEndian.Uint64(s[24:]),
+				reserved:      reserved,
 			}
 		}
 	}
@@ -77,8 +77,8 @@ func (c *cursorFile) store(st cursorState) error {
 	var s [slotSize]byte
 	binary.LittleEndian.PutUint64(s[:], c.gen)
 	binary.LittleEndian.PutUint64(s[8:], st.acked)
-	binary.LittleEndian.PutUint64(s[16:], st.intentFirst)
-	binary.LittleEndian.PutUint64(s[24:], st.intent)
+	binary.LittleEndian.PutUint64(s[16:], st.inFlightFirst)
+	binary.LittleEndian.PutUint64(s[24:], st.inFlightLast)
 	binary.LittleEndian.PutUint64(s[32:], st.reserved)
 	binary.LittleEndian.PutUint32(s[40:], crc32.Checksum(s[:40], castagnoli))
 	if _, err := c.f.WriteAt(s[:], int64(c.gen%2)*slotSize); err != nil {

@@ -186,15 +186,17 @@ type Spool struct {
 	lastArrival time.Time
 	gap         time.Duration // moving average of the time between arrivals (0: none yet)
 
-	// intentFirst..intent is the batch in flight whose exact resend matters;
-	// intentStored says whether the cursor on disk holds it.
-	intentFirst, intent uint64
-	intentStored        bool
-	flushTo             uint64      // write what memory holds up to this seq now (SetIntent)
-	markDirty           bool        // records on disk were delivered since the mark was stored
-	unmarked            uint64      // records on disk delivered since the mark was stored
-	stored              cursorState // what the cursor file holds
-	cursorMu            sync.Mutex  // serialises cursor writes
+	// inFlightFirst..inFlightLast is the batch in flight to a destination
+	// with StableBatches (RecordInFlight): after a crash exactly these seqs
+	// are resent as one batch. inFlightStored says whether the cursor on
+	// disk holds the range.
+	inFlightFirst, inFlightLast uint64
+	inFlightStored              bool
+	flushTo                     uint64      // write what memory holds up to this seq now (RecordInFlight)
+	markDirty                   bool        // records on disk were delivered since the mark was stored
+	unmarked                    uint64      // records on disk delivered since the mark was stored
+	stored                      cursorState // what the cursor file holds
+	cursorMu                    sync.Mutex  // serialises cursor writes
 
 	safeMu sync.Mutex // runs onSafe callbacks one batch at a time, in seq order
 	safeQ  []safeCall
@@ -283,8 +285,8 @@ func (s *Spool) recover() error {
 		return err
 	}
 	s.cursor, s.acked, s.stored = cur, st.acked, st
-	if st.intent > st.acked {
-		s.intentFirst, s.intent, s.intentStored = max(st.intentFirst, st.acked+1), st.intent, true
+	if st.inFlightLast > st.acked {
+		s.inFlightFirst, s.inFlightLast, s.inFlightStored = max(st.inFlightFirst, st.acked+1), st.inFlightLast, true
 	}
 
 	names, err := filepath.Glob(filepath.Join(s.dir, "*.seg"))
@@ -589,8 +591,8 @@ func (s *Spool) commit(buf *[]byte) bool {
 // to resend, beside an object that may hold all of it). Caller holds mu.
 func (s *Spool) groupSize(limit int64) (int, int64) {
 	whole := uint64(0)
-	if s.intent > s.acked && s.intentFirst <= s.intent {
-		whole = s.intent
+	if s.inFlightLast > s.acked && s.inFlightFirst <= s.inFlightLast {
+		whole = s.inFlightLast
 	}
 	n, size := 0, int64(0)
 	for n < len(s.mem) {
@@ -609,7 +611,7 @@ func (s *Spool) tryCommit(buf *[]byte) error {
 	defer s.mu.Unlock()
 	// The batch in flight gets records on disk with this write: record it
 	// first, so that a crash at any point resends exactly that batch.
-	for len(s.mem) > 0 && !s.intentStored && s.intent >= s.mem[0].seq && s.intentFirst <= s.mem[len(s.mem)-1].seq {
+	for len(s.mem) > 0 && !s.inFlightStored && s.inFlightLast >= s.mem[0].seq && s.inFlightFirst <= s.mem[len(s.mem)-1].seq {
 		s.mu.Unlock()
 		err := s.storeCursor()
 		s.mu.Lock()
@@ -881,8 +883,8 @@ func (s *Spool) metaLoop() {
 	}
 }
 
-// storeCursor durably writes the delivered mark, the intent and a seq
-// reservation reaching reserveChunk past the next seq.
+// storeCursor durably writes the delivered mark, the batch in flight and a
+// seq reservation reaching reserveChunk past the next seq.
 func (s *Spool) storeCursor() error { return s.storeCursorReserving(false) }
 
 // storeCursorReserving with exact reserves nothing beyond the next seq: on
@@ -892,15 +894,15 @@ func (s *Spool) storeCursorReserving(exact bool) error {
 	s.cursorMu.Lock()
 	defer s.cursorMu.Unlock()
 	s.mu.Lock()
-	st := cursorState{acked: s.acked, intentFirst: s.intentFirst, intent: s.intent, reserved: s.stored.reserved}
+	st := cursorState{acked: s.acked, inFlightFirst: s.inFlightFirst, inFlightLast: s.inFlightLast, reserved: s.stored.reserved}
 	switch {
 	case exact:
 		st.reserved = s.nextSeq
 	case s.nextSeq+reserveChunk/2 > s.stored.reserved:
 		st.reserved = s.nextSeq + reserveChunk
 	}
-	dirty, unmarked, intentStored := s.markDirty, s.unmarked, s.intentStored
-	s.markDirty, s.unmarked, s.intentStored = false, 0, true
+	dirty, unmarked, inFlightStored := s.markDirty, s.unmarked, s.inFlightStored
+	s.markDirty, s.unmarked, s.inFlightStored = false, 0, true
 	s.mu.Unlock()
 	err := s.cursor.store(st)
 	s.nMarkFsyncs.Add(1)
@@ -909,7 +911,7 @@ func (s *Spool) storeCursorReserving(exact bool) error {
 	if err != nil {
 		s.markDirty = s.markDirty || dirty
 		s.unmarked += unmarked
-		s.intentStored = s.intentStored && intentStored
+		s.inFlightStored = s.inFlightStored && inFlightStored
 	} else {
 		s.stored = st
 		s.cond.Broadcast() // the reader may read past the old reservation
@@ -918,29 +920,29 @@ func (s *Spool) storeCursorReserving(exact bool) error {
 	return err
 }
 
-// Intent returns the seq range of the batch that was in flight when the
-// process stopped, if the sink asked for exact resends (SetIntent) and it
-// was not delivered; ok is false otherwise.
-func (s *Spool) Intent() (first, last uint64, ok bool) {
+// RecordedInFlight returns the seq range RecordInFlight last recorded, if
+// it is not delivered yet: at start, the batch that was in flight when the
+// process stopped, to be resent exactly. ok is false otherwise.
+func (s *Spool) RecordedInFlight() (first, last uint64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.intent <= s.acked {
+	if s.inFlightLast <= s.acked {
 		return 0, 0, false
 	}
-	return max(s.intentFirst, s.acked+1), s.intent, true
+	return max(s.inFlightFirst, s.acked+1), s.inFlightLast, true
 }
 
-// SetIntent records that the records first..last are about to be sent as
-// one batch, so that after a crash they are resent as exactly that batch
+// RecordInFlight records that the records first..last are about to be sent
+// as one batch, so that after a crash they are resent as exactly that batch
 // (same object key, overwritten rather than duplicated). It is written at
 // once when some of them are on disk, and otherwise before they are written
 // if that happens while they are in flight: a batch held only in memory is
 // not resent after a crash (the broker redelivers it) and needs no record.
 //
 // A batch partly on disk and partly in memory has the rest written first
-// (SetIntent waits for it): once the batch is recorded, a crash must find
-// all of it on disk to send the same object again.
-func (s *Spool) SetIntent(first, last uint64) error {
+// (RecordInFlight waits for it): once the batch is recorded, a crash must
+// find all of it on disk to send the same object again.
+func (s *Spool) RecordInFlight(first, last uint64) error {
 	s.mu.Lock()
 	if first <= s.durable && last > s.durable {
 		s.flushTo = max(s.flushTo, last)
@@ -955,8 +957,8 @@ func (s *Spool) SetIntent(first, last uint64) error {
 			return ErrClosed
 		}
 	}
-	s.intentFirst, s.intent = first, last
-	s.intentStored = false
+	s.inFlightFirst, s.inFlightLast = first, last
+	s.inFlightStored = false
 	// Also when the stored mark lags behind delivered records on disk: a
 	// crash would resend those in other batches than they went in. With one
 	// batch in flight at a time, storing here keeps every delivered record

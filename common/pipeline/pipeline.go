@@ -21,15 +21,99 @@ import (
 	"github.com/cloud-block/cloud-block/common/spool"
 )
 
-// Config are the user's batching and retry settings.
+// Config are the batching and retry settings. A zero field with a default
+// gets it; New refuses a value outside its range. common/run reads the
+// BATCH_*, SEND_TIMEOUT and RETRY_* variables within the same ranges, so
+// that a bad value is reported under its variable's name.
 type Config struct {
-	MaxMessages  int
-	MaxBytes     int
-	MaxWait      time.Duration
-	Concurrency  int           // batches in flight at once
-	SendTimeout  time.Duration // longest one WriteBatch call may take (0 = none)
-	RetryInitial time.Duration
-	RetryMax     time.Duration
+	MaxMessages int // most messages in a batch: DefaultMaxMessages if 0, at most MaxMessagesMax
+	MaxBytes    int // most payload bytes in a batch: DefaultMaxBytes if 0, at most MaxBytesMax
+	// MaxWait is the longest a batch waits to fill, at most MaxWaitMax;
+	// 0 sends what is spooled at once.
+	MaxWait     time.Duration
+	Concurrency int // batches in flight at once: DefaultConcurrency if 0, at most ConcurrencyMax
+	// SendTimeout is the longest one WriteBatch call may take:
+	// DefaultSendTimeout if 0, from SendTimeoutMin to SendTimeoutMax.
+	SendTimeout time.Duration
+	// RetryInitial is the first wait after a failure (DefaultRetryInitial
+	// if 0); it doubles up to RetryMax (DefaultRetryMax if 0, and never
+	// below RetryInitial). Both at least RetryMin.
+	RetryInitial, RetryMax time.Duration
+}
+
+// Defaults and ranges of Config.
+const (
+	DefaultMaxMessages  = 500
+	DefaultMaxBytes     = 1 << 20
+	DefaultConcurrency  = 4
+	DefaultSendTimeout  = 30 * time.Second
+	DefaultRetryInitial = time.Second
+	DefaultRetryMax     = time.Minute
+
+	MaxMessagesMax = 1_000_000
+	MaxBytesMax    = 1 << 30
+	MaxWaitMax     = time.Hour
+	ConcurrencyMax = 64
+	// A send over a slow link takes a while; a timeout below a second
+	// would abandon sends that were about to succeed.
+	SendTimeoutMin  = time.Second
+	SendTimeoutMax  = time.Hour
+	RetryMin        = 10 * time.Millisecond
+	RetryInitialMax = time.Hour
+	RetryMaxMax     = 24 * time.Hour
+)
+
+// withDefaults fills in the zero fields that have a default.
+func (c Config) withDefaults() Config {
+	if c.MaxMessages == 0 {
+		c.MaxMessages = DefaultMaxMessages
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.SendTimeout == 0 {
+		c.SendTimeout = DefaultSendTimeout
+	}
+	if c.RetryInitial == 0 {
+		c.RetryInitial = DefaultRetryInitial
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = max(DefaultRetryMax, c.RetryInitial)
+	}
+	return c
+}
+
+// validate reports every field outside its range.
+func (c Config) validate() error {
+	var errs []error
+	out := func(field string, v, lo, hi any) {
+		errs = append(errs, fmt.Errorf("pipeline: %s %v: want %v to %v", field, v, lo, hi))
+	}
+	if c.MaxMessages < 1 || c.MaxMessages > MaxMessagesMax {
+		out("MaxMessages", c.MaxMessages, 1, MaxMessagesMax)
+	}
+	if c.MaxBytes < 1 || c.MaxBytes > MaxBytesMax {
+		out("MaxBytes", c.MaxBytes, 1, MaxBytesMax)
+	}
+	if c.MaxWait < 0 || c.MaxWait > MaxWaitMax {
+		out("MaxWait", c.MaxWait, time.Duration(0), MaxWaitMax)
+	}
+	if c.Concurrency < 1 || c.Concurrency > ConcurrencyMax {
+		out("Concurrency", c.Concurrency, 1, ConcurrencyMax)
+	}
+	if c.SendTimeout < SendTimeoutMin || c.SendTimeout > SendTimeoutMax {
+		out("SendTimeout", c.SendTimeout, SendTimeoutMin, SendTimeoutMax)
+	}
+	if c.RetryInitial < RetryMin || c.RetryInitial > RetryInitialMax {
+		out("RetryInitial", c.RetryInitial, RetryMin, RetryInitialMax)
+	}
+	if lo := max(RetryMin, c.RetryInitial); c.RetryMax < lo || c.RetryMax > RetryMaxMax {
+		out("RetryMax", c.RetryMax, lo, RetryMaxMax)
+	}
+	return errors.Join(errs...)
 }
 
 // Source is what the pipeline needs of the spool.
@@ -101,18 +185,14 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 	}
 }
 
-// New returns a pipeline; Run starts it.
-func New(cfg Config, src Source, snk sink.Sink, dead DeadLetter, m *Metrics, log *slog.Logger) *Pipeline {
-	if cfg.Concurrency < 1 {
-		cfg.Concurrency = 1
+// New returns a pipeline, or the fields of cfg out of their ranges; Run
+// starts it.
+func New(cfg Config, src Source, snk sink.Sink, dead DeadLetter, m *Metrics, log *slog.Logger) (*Pipeline, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.RetryInitial <= 0 {
-		cfg.RetryInitial = time.Second
-	}
-	if cfg.RetryMax < cfg.RetryInitial {
-		cfg.RetryMax = cfg.RetryInitial
-	}
-	return &Pipeline{cfg: cfg, src: src, snk: snk, dead: dead, m: m, log: log, recovered: make(chan struct{})}
+	return &Pipeline{cfg: cfg, src: src, snk: snk, dead: dead, m: m, log: log, recovered: make(chan struct{})}, nil
 }
 
 // Status is what /ready and the metrics report.
@@ -240,11 +320,11 @@ func (p *Pipeline) connect(ctx, kill context.Context) error {
 // effective batch limits: the user's settings within the destination's own.
 func (p *Pipeline) limits() (maxMsgs, maxBytes, maxMsgBytes, overhead int) {
 	maxMsgs, maxBytes = p.cfg.MaxMessages, p.cfg.MaxBytes
-	if p.lim.MaxBatchMessages > 0 && (maxMsgs <= 0 || p.lim.MaxBatchMessages < maxMsgs) {
-		maxMsgs = p.lim.MaxBatchMessages
+	if p.lim.MaxBatchMessages > 0 {
+		maxMsgs = min(maxMsgs, p.lim.MaxBatchMessages)
 	}
-	if p.lim.MaxBatchBytes > 0 && (maxBytes <= 0 || p.lim.MaxBatchBytes < maxBytes) {
-		maxBytes = p.lim.MaxBatchBytes
+	if p.lim.MaxBatchBytes > 0 {
+		maxBytes = min(maxBytes, p.lim.MaxBatchBytes)
 	}
 	return maxMsgs, maxBytes, p.lim.MaxMessageBytes, p.lim.MessageOverhead
 }
@@ -291,7 +371,7 @@ func (p *Pipeline) cut(ctx context.Context, carry *spool.Record, first, last uin
 			return &batch{msgs: []sink.Message{msg}, seqs: []uint64{rec.Seq}, tooBig: true}, nil, nil
 		}
 		n := len(rec.Payload) + overhead
-		if !resend && len(b.msgs) > 0 && maxBytes > 0 && size+n > maxBytes {
+		if !resend && len(b.msgs) > 0 && size+n > maxBytes {
 			return b, &rec, nil
 		}
 		b.msgs = append(b.msgs, msg)
@@ -303,7 +383,7 @@ func (p *Pipeline) cut(ctx context.Context, carry *spool.Record, first, last uin
 			}
 			continue
 		}
-		if (maxMsgs > 0 && len(b.msgs) >= maxMsgs) || (maxBytes > 0 && size >= maxBytes) {
+		if len(b.msgs) >= maxMsgs || size >= maxBytes {
 			return b, nil, nil
 		}
 	}
@@ -428,9 +508,6 @@ func waitBackoff(ctx context.Context, d time.Duration, recovered <-chan struct{}
 // network that drops packets instead of refusing them) becomes a retryable
 // error instead of stalling the batch forever.
 func (p *Pipeline) write(ctx context.Context, msgs []sink.Message) error {
-	if p.cfg.SendTimeout <= 0 {
-		return p.snk.WriteBatch(ctx, msgs)
-	}
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.SendTimeout)
 	defer cancel()
 	err := p.snk.WriteBatch(wctx, msgs)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,10 +97,13 @@ func newRig(t *testing.T, dir string, cfg Config, snk *fakeSink) *rig {
 		t.Fatal(err)
 	}
 	if cfg.RetryInitial == 0 {
-		cfg.RetryInitial, cfg.RetryMax = time.Millisecond, 5*time.Millisecond
+		cfg.RetryInitial, cfg.RetryMax = RetryMin, 5*RetryMin
 	}
 	r := &rig{sp: sp, snk: snk, dead: &fakeDead{}, dir: dir, cfg: cfg}
-	r.p = New(cfg, sp, snk, r.dead, NewMetrics(metrics.NewRegistry()), slog.New(slog.DiscardHandler))
+	r.p, err = New(cfg, sp, snk, r.dead, NewMetrics(metrics.NewRegistry()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
@@ -344,7 +348,10 @@ func TestStableBatchResentExactly(t *testing.T) {
 // After an outage, the first success wakes every batch waiting in backoff,
 // instead of each sleeping out its own wait (up to RETRY_MAX_BACKOFF).
 func TestRecoveryWakesBatchesInBackoff(t *testing.T) {
-	p := New(Config{}, nil, &fakeSink{}, nil, NewMetrics(metrics.NewRegistry()), slog.New(slog.DiscardHandler))
+	p, err := New(Config{}, nil, &fakeSink{}, nil, NewMetrics(metrics.NewRegistry()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.noteErr(errors.New("down"))
 	woke := make(chan bool, 3)
 	for range 3 {
@@ -367,7 +374,7 @@ func TestRecoveryWakesBatchesInBackoff(t *testing.T) {
 // A send that hangs is abandoned after SendTimeout and retried.
 func TestSendTimeout(t *testing.T) {
 	snk2 := &hangingSink{fakeSink: &fakeSink{}}
-	r := newRig(t, t.TempDir(), Config{MaxMessages: 100, MaxBytes: 1 << 20, SendTimeout: 50 * time.Millisecond}, nil)
+	r := newRig(t, t.TempDir(), Config{MaxMessages: 100, MaxBytes: 1 << 20, SendTimeout: SendTimeoutMin}, nil)
 	r.p.snk = snk2
 	r.add(t, payloads(3, 5)...)
 	r.start()
@@ -390,4 +397,34 @@ func (h *hangingSink) WriteBatch(ctx context.Context, b []sink.Message) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// A zero Config gets the defaults; every field out of its range is
+// reported at once, by name.
+func TestConfigDefaultsAndRanges(t *testing.T) {
+	got := Config{}.withDefaults()
+	want := Config{MaxMessages: DefaultMaxMessages, MaxBytes: DefaultMaxBytes, Concurrency: DefaultConcurrency,
+		SendTimeout: DefaultSendTimeout, RetryInitial: DefaultRetryInitial, RetryMax: DefaultRetryMax}
+	if got != want {
+		t.Errorf("defaults %+v, want %+v", got, want)
+	}
+	if err := got.validate(); err != nil {
+		t.Errorf("defaults refused: %v", err)
+	}
+	// A zero RetryMax is never below the RetryInitial given.
+	if c := (Config{RetryInitial: 2 * time.Minute}).withDefaults(); c.RetryMax != 2*time.Minute || c.validate() != nil {
+		t.Errorf("RetryMax %s for RetryInitial 2m (%v)", c.RetryMax, c.validate())
+	}
+	bad := Config{MaxMessages: MaxMessagesMax + 1, MaxBytes: -1, MaxWait: MaxWaitMax + 1, Concurrency: ConcurrencyMax + 1,
+		SendTimeout: SendTimeoutMin - 1, RetryInitial: time.Minute, RetryMax: time.Second}
+	_, err := New(bad, nil, &fakeSink{}, nil, NewMetrics(metrics.NewRegistry()), slog.New(slog.DiscardHandler))
+	for _, field := range []string{"MaxMessages 1000001", "MaxBytes -1", "MaxWait 1h0m0.000000001s", "Concurrency 65",
+		"SendTimeout 999.999999ms", "RetryMax 1s: want 1m0s to 24h0m0s"} {
+		if err == nil || !strings.Contains(err.Error(), "pipeline: "+field) {
+			t.Errorf("error %v does not report %q", err, field)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "RetryInitial") {
+		t.Errorf("RetryInitial within range reported: %v", err)
+	}
 }

@@ -172,30 +172,31 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	}
 	// What recognising the broker's redeliveries needs after a crash.
 	s.mqtt.Journal = filepath.Join(dir, "mqtt-journal")
+	// The spool and the pipeline own their options' ranges (spool.Open and
+	// pipeline.New refuse values outside them); read within the same
+	// ranges, a bad value is reported here under its variable's name.
 	s.spool = spool.Options{
 		Dir:          dir,
-		MaxBytes:     l.Bytes("BUFFER_MAX_BYTES", 1<<20, 1<<40),
+		MaxBytes:     l.Bytes("BUFFER_MAX_BYTES", spool.MaxBytesMin, spool.MaxBytesMax),
 		Policy:       spool.Policy(policy),
-		SyncInterval: l.Duration("BUFFER_SYNC_INTERVAL", 0, time.Minute),
-		MemoryBytes:  l.Bytes("BUFFER_MEMORY_BYTES", 64<<10, 1<<30),
-		CommitWait:   l.Duration("BUFFER_COMMIT_WAIT", 0, time.Second),
+		SyncInterval: l.Duration("BUFFER_SYNC_INTERVAL", 0, spool.SyncIntervalMax),
+		MemoryBytes:  l.Bytes("BUFFER_MEMORY_BYTES", spool.MemoryBytesMin, spool.MemoryBytesMax),
+		CommitWait:   l.Duration("BUFFER_COMMIT_WAIT", 0, spool.CommitWaitMax),
 		Logger:       s.log,
 	}
 	s.deadMax = l.Bytes("DEADLETTER_MAX_BYTES", 1<<20, 1<<40)
 	s.pipe = pipeline.Config{
-		MaxMessages:  l.Int("BATCH_MAX_MESSAGES", 1, 1_000_000),
-		MaxBytes:     int(l.Bytes("BATCH_MAX_BYTES", 1, 1<<30)),
-		MaxWait:      l.Duration("BATCH_MAX_WAIT", 0, time.Hour),
-		Concurrency:  l.Int("BATCH_CONCURRENCY", 1, 64),
-		SendTimeout:  l.Duration("SEND_TIMEOUT", time.Second, time.Hour),
-		RetryInitial: l.Duration("RETRY_INITIAL_BACKOFF", 10*time.Millisecond, time.Hour),
-		RetryMax:     l.Duration("RETRY_MAX_BACKOFF", 10*time.Millisecond, 24*time.Hour),
+		MaxMessages:  l.Int("BATCH_MAX_MESSAGES", 1, pipeline.MaxMessagesMax),
+		MaxBytes:     int(l.Bytes("BATCH_MAX_BYTES", 1, pipeline.MaxBytesMax)),
+		MaxWait:      l.Duration("BATCH_MAX_WAIT", 0, pipeline.MaxWaitMax),
+		Concurrency:  l.Int("BATCH_CONCURRENCY", 1, pipeline.ConcurrencyMax),
+		SendTimeout:  l.Duration("SEND_TIMEOUT", pipeline.SendTimeoutMin, pipeline.SendTimeoutMax),
+		RetryInitial: l.Duration("RETRY_INITIAL_BACKOFF", pipeline.RetryMin, pipeline.RetryInitialMax),
 	}
+	// Never below the first wait.
+	s.pipe.RetryMax = l.Duration("RETRY_MAX_BACKOFF", max(pipeline.RetryMin, s.pipe.RetryInitial), pipeline.RetryMaxMax)
 	// A crash resends at most about one batch besides those in flight.
 	s.spool.MarkEvery = s.pipe.MaxMessages
-	if s.pipe.RetryMax < s.pipe.RetryInitial {
-		l.Fail("RETRY_MAX_BACKOFF", l.String("RETRY_MAX_BACKOFF"), "a duration not below RETRY_INITIAL_BACKOFF ("+s.pipe.RetryInitial.String()+")")
-	}
 	s.readyMaxAge = l.Duration("READY_MAX_UNSENT_AGE", time.Second, 30*24*time.Hour)
 	s.shutdown = l.Duration("SHUTDOWN_TIMEOUT", 0, 10*time.Minute)
 	s.listen = l.String("HTTP_LISTEN")
@@ -254,7 +255,12 @@ func (s *settings) serve(ctx context.Context) error {
 	if s.vault != nil {
 		onAuthError, stopRotation = s.startRotation(ctx)
 	}
-	pipe := pipeline.New(s.pipe, sp, s.snk, dead, pipeMetrics, log)
+	pipe, err := pipeline.New(s.pipe, sp, s.snk, dead, pipeMetrics, log)
+	if err != nil {
+		stopRotation()
+		sp.Close()
+		return err
+	}
 	pipe.OnAuthError = onAuthError
 	s.registerMetrics(reg, sp, dead, sub, pipe)
 
@@ -263,6 +269,7 @@ func (s *settings) serve(ctx context.Context) error {
 		srv = &http.Server{Addr: s.listen, Handler: s.handler(reg, sp, sub, pipe), ReadHeaderTimeout: 5 * time.Second}
 		ln, err := listen(s.listen)
 		if err != nil {
+			stopRotation()
 			sp.Close()
 			return fmt.Errorf("HTTP_LISTEN=%s: %w", s.listen, err)
 		}

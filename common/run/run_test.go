@@ -140,6 +140,8 @@ func TestErrorTexts(t *testing.T) {
 			`BUFFER_MAX_BYTES="100" is invalid: want a size such as 262144, 256KiB or 64MiB, from 1MiB to 1024GiB`},
 		"alias": {map[string]string{"MQTT_INPUT_TOPIC": "a/+b"},
 			`MQTT_INPUT_TOPIC="a/+b" is invalid: want comma-separated MQTT topic filters, '+' and '#' as whole levels ("a/+b": '+' must be a whole level)`},
+		"relation": {map[string]string{"RETRY_INITIAL_BACKOFF": "2m", "RETRY_MAX_BACKOFF": "1m"},
+			`RETRY_MAX_BACKOFF="1m" is invalid: want a duration such as 500ms, 30s or 5m, from 2m0s to 24h0m0s`},
 		"secret": {map[string]string{"TEST_TOKEN": "abc"},
 			`TEST_TOKEN=(secret value not shown) is invalid: want a token starting with tok-`},
 	}

@@ -269,9 +269,12 @@ func startRotationTest(t *testing.T, token string, refresh time.Duration, c *clo
 	r.s = &settings{svc: svc, log: log, snk: snk, vault: vs}
 	ctx, cancel := context.WithCancel(t.Context())
 	onAuth, stopRotation := r.s.startRotation(ctx)
-	pipe := pipeline.New(pipeline.Config{MaxMessages: 10, MaxWait: 5 * time.Millisecond, Concurrency: 3,
-		RetryInitial: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond},
+	pipe, err := pipeline.New(pipeline.Config{MaxMessages: 10, MaxWait: 5 * time.Millisecond, Concurrency: 3,
+		RetryInitial: pipeline.RetryMin, RetryMax: 2 * pipeline.RetryMin},
 		r.src, r.s.snk, noDead{}, pipeline.NewMetrics(metrics.NewRegistry()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pipe.OnAuthError = onAuth
 	done := make(chan error, 1)
 	go func() { done <- pipe.Run(ctx, ctx) }()

@@ -60,7 +60,7 @@ func crashCopy(t *testing.T, dir string) string {
 }
 
 func TestHoldDeliveredInTimeIsNeverWritten(t *testing.T) {
-	s := openHold(t, t.TempDir(), time.Hour, 0)
+	s := openHold(t, t.TempDir(), SyncIntervalMax, 0)
 	defer s.Close()
 	base := s.Stats()
 	safe := appendAsync(t, s, 0, 100, 200)
@@ -109,7 +109,7 @@ func TestHoldWindowWritesOnceThenAcknowledges(t *testing.T) {
 }
 
 func TestHoldMemoryBoundWritesAtOnce(t *testing.T) {
-	s := openHold(t, t.TempDir(), time.Hour, 64<<10)
+	s := openHold(t, t.TempDir(), SyncIntervalMax, 64<<10)
 	defer s.Close()
 	safe := appendAsync(t, s, 0, 400, 1000) // ~400 KB against a 64 KiB bound
 	waitFor(t, "writes past the memory bound", func() bool { return safe.Load() >= 300 })
@@ -119,9 +119,9 @@ func TestHoldMemoryBoundWritesAtOnce(t *testing.T) {
 }
 
 func TestHoldArrivalsStopSyncsAtOnce(t *testing.T) {
-	// With an hour's window, acknowledgements still go out soon after the
+	// With the longest window, acknowledgements still go out soon after the
 	// stream stops: a broker with a full in-flight window is waiting for them.
-	s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 4 << 20, SyncInterval: time.Hour})
+	s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 4 << 20, SyncInterval: SyncIntervalMax})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +135,12 @@ func TestHoldArrivalsStopSyncsAtOnce(t *testing.T) {
 
 func TestNoIDGivenTwiceAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	s := openHold(t, dir, time.Hour, 0)
+	s := openHold(t, dir, SyncIntervalMax, 0)
 	defer s.Close()
 	appendAsync(t, s, 0, 20, 50)
 	recs := readN(t, s, 20)
 	s.Ack(recs[19].Seq) // delivered from memory: nothing on disk names these seqs
-	s2 := openHold(t, crashCopy(t, dir), time.Hour, 0)
+	s2 := openHold(t, crashCopy(t, dir), SyncIntervalMax, 0)
 	defer s2.Close()
 	appendAsync(t, s2, 100, 1, 50)
 	r := readN(t, s2, 1)[0]
@@ -151,14 +151,14 @@ func TestNoIDGivenTwiceAfterCrash(t *testing.T) {
 
 func TestCleanRestartKeepsNumbering(t *testing.T) {
 	dir := t.TempDir()
-	s := openHold(t, dir, time.Hour, 0)
+	s := openHold(t, dir, SyncIntervalMax, 0)
 	appendAsync(t, s, 0, 5, 50)
 	recs := readN(t, s, 5)
 	s.Ack(recs[4].Seq)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openHold(t, dir, time.Hour, 0)
+	s = openHold(t, dir, SyncIntervalMax, 0)
 	defer s.Close()
 	appendAsync(t, s, 5, 1, 50)
 	if r := readN(t, s, 1)[0]; r.Seq != recs[4].Seq+1 {
@@ -170,16 +170,16 @@ func TestCleanRestartKeepsNumbering(t *testing.T) {
 // again, under the same ids and with the same bytes.
 func TestStaleMarkOnlyResendsSameIDs(t *testing.T) {
 	dir := t.TempDir()
-	s := openHold(t, dir, time.Hour, 64<<10)
+	s := openHold(t, dir, SyncIntervalMax, 64<<10)
 	defer s.Close()
 	safe := appendAsync(t, s, 0, 300, 1000) // past the memory bound: on disk
 	waitFor(t, "writes", func() bool { return safe.Load() == 300 || s.Stats().Committed >= 200 })
 	recs := readN(t, s, 300)
 	s.Ack(recs[99].Seq) // the first mark is stored at once
 	waitFor(t, "the first mark", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.stored.acked == recs[99].Seq })
-	s.Ack(recs[199].Seq) // coalesced: not stored within the hour
+	s.Ack(recs[199].Seq) // coalesced: not stored within the window
 	time.Sleep(20 * time.Millisecond)
-	s2 := openHold(t, crashCopy(t, dir), time.Hour, 0)
+	s2 := openHold(t, crashCopy(t, dir), SyncIntervalMax, 0)
 	defer s2.Close()
 	n := s2.Backlog()
 	if n < 100 {
@@ -227,7 +227,7 @@ func TestCursorOfTheFormerFormatIsRead(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(sdir, "cursor"), slot[:], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := openHold(t, dir, time.Hour, 0)
+	s := openHold(t, dir, SyncIntervalMax, 0)
 	defer s.Close()
 	appendAsync(t, s, 0, 1, 10)
 	if r := readN(t, s, 1)[0]; r.Seq != 42 {

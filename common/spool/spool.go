@@ -68,24 +68,28 @@ var (
 	ErrTooLarge = errors.New("message larger than the spool's record limit")
 )
 
-// DefaultMemoryBytes is what Open uses for a zero Options.MemoryBytes.
-const DefaultMemoryBytes = 1 << 20
-
 // reserveChunk is how many seqs one cursor write reserves: a write a day at
 // sensor rates, one every minute at 20,000 messages a second.
 const reserveChunk = 1 << 20
 
-// Options configure a spool.
+// Options configure a spool. A zero field with a default gets it; Open
+// refuses a value outside its range. common/run reads the BUFFER_*
+// variables within the same ranges, so that a bad value is reported under
+// its variable's name.
 type Options struct {
-	Dir      string
+	Dir string // required; the spool lives in Dir/spool
+	// MaxBytes is the disk the spool may use, DefaultMaxBytes if 0, from
+	// MaxBytesMin to MaxBytesMax. A record may take a quarter of it.
 	MaxBytes int64
-	Policy   Policy
+	Policy   Policy // Block if ""
 	// SyncInterval is how long a message may wait in memory, unacknowledged,
-	// for the destination to confirm it before it is written and fsynced.
-	// 0 writes every message before acknowledging it (strict mode).
+	// for the destination to confirm it before it is written and fsynced,
+	// at most SyncIntervalMax. 0 writes every message before acknowledging
+	// it (strict mode).
 	SyncInterval time.Duration
 	// MemoryBytes bounds the records held in memory; past it they are
-	// written at once. 0 means DefaultMemoryBytes.
+	// written at once. DefaultMemoryBytes if 0, from MemoryBytesMin to
+	// MemoryBytesMax.
 	MemoryBytes int64
 	// MarkEvery bounds what a crash can make the sender send again: once
 	// this many records on disk were delivered since the delivered mark was
@@ -93,11 +97,76 @@ type Options struct {
 	// 0: the interval alone.
 	MarkEvery int
 	// CommitWait (strict mode) is how long a group may wait for more
-	// messages before its fsync.
+	// messages before its fsync, at most CommitWaitMax.
 	CommitWait time.Duration
-	Logger     *slog.Logger
+	Logger     *slog.Logger // discarded if nil
 
 	noQuiet bool // tests: only the window and the memory bound trigger a sync
+}
+
+// Defaults and ranges of Options.
+const (
+	DefaultMaxBytes    = 256 << 20
+	DefaultMemoryBytes = 1 << 20
+
+	// A segment is a sixteenth of MaxBytes and at least 64 KiB; a record
+	// at most a quarter.
+	MaxBytesMin = 1 << 20
+	MaxBytesMax = 1 << 40
+	// Below 64 KiB, held messages would be written in tiny groups.
+	MemoryBytesMin = 64 << 10
+	MemoryBytesMax = 1 << 30
+	// A held message is not acknowledged: the broker's in-flight window
+	// waits for it.
+	SyncIntervalMax = time.Minute
+	CommitWaitMax   = time.Second
+)
+
+// withDefaults fills in the zero fields that have a default.
+func (o Options) withDefaults() Options {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.Policy == "" {
+		o.Policy = Block
+	}
+	if o.MemoryBytes == 0 {
+		o.MemoryBytes = DefaultMemoryBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// validate reports every field outside its range.
+func (o Options) validate() error {
+	var errs []error
+	out := func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("spool: %s %v: want %s", field, v, want))
+	}
+	if o.Dir == "" {
+		out("Dir", `""`, "a directory")
+	}
+	if o.MaxBytes < MaxBytesMin || o.MaxBytes > MaxBytesMax {
+		out("MaxBytes", o.MaxBytes, fmt.Sprint(MaxBytesMin, " to ", MaxBytesMax))
+	}
+	if o.Policy != Block && o.Policy != DropOldest {
+		out("Policy", o.Policy, fmt.Sprint(Block, " or ", DropOldest))
+	}
+	if o.SyncInterval < 0 || o.SyncInterval > SyncIntervalMax {
+		out("SyncInterval", o.SyncInterval, fmt.Sprint("0s to ", SyncIntervalMax))
+	}
+	if o.MemoryBytes < MemoryBytesMin || o.MemoryBytes > MemoryBytesMax {
+		out("MemoryBytes", o.MemoryBytes, fmt.Sprint(MemoryBytesMin, " to ", MemoryBytesMax))
+	}
+	if o.MarkEvery < 0 {
+		out("MarkEvery", o.MarkEvery, "0 or more")
+	}
+	if o.CommitWait < 0 || o.CommitWait > CommitWaitMax {
+		out("CommitWait", o.CommitWait, fmt.Sprint("0s to ", CommitWaitMax))
+	}
+	return errors.Join(errs...)
 }
 
 // Record is a message read back from the spool.
@@ -223,17 +292,9 @@ type Spool struct {
 // Open recovers the spool in opt.Dir (creating it if needed) and starts its
 // writer. Corrupt data is repaired or set aside and reported, never fatal.
 func Open(opt Options) (*Spool, error) {
-	if opt.Logger == nil {
-		opt.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opt.MaxBytes < 1<<20 {
-		return nil, fmt.Errorf("spool: max bytes %d below 1MiB", opt.MaxBytes)
-	}
-	if opt.Policy == "" {
-		opt.Policy = Block
-	}
-	if opt.MemoryBytes <= 0 {
-		opt.MemoryBytes = DefaultMemoryBytes
+	opt = opt.withDefaults()
+	if err := opt.validate(); err != nil {
+		return nil, err
 	}
 	s := &Spool{
 		opt:      opt,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,6 +241,30 @@ func TestTooLarge(t *testing.T) {
 	err := s.Append(context.Background(), Entry{Topic: "t", Payload: make([]byte, 300<<10)}, func(uint64) {})
 	if err != ErrTooLarge {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// A zero field with a default gets it; every field out of its range is
+// reported at once, by name, and nothing is created.
+func TestOptionsDefaultsAndRanges(t *testing.T) {
+	o := Options{Dir: t.TempDir()}.withDefaults()
+	if o.MaxBytes != DefaultMaxBytes || o.Policy != Block || o.MemoryBytes != DefaultMemoryBytes || o.Logger == nil {
+		t.Errorf("defaults %+v", o)
+	}
+	if err := o.validate(); err != nil {
+		t.Errorf("defaults refused: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "never")
+	_, err := Open(Options{Dir: dir, MaxBytes: MaxBytesMin - 1, Policy: "panic", SyncInterval: SyncIntervalMax + 1,
+		MemoryBytes: MemoryBytesMax + 1, MarkEvery: -1, CommitWait: -1})
+	for _, field := range []string{"MaxBytes 1048575", "Policy panic", "SyncInterval 1m0.000000001s",
+		"MemoryBytes 1073741825", "MarkEvery -1", "CommitWait -1ns"} {
+		if err == nil || !strings.Contains(err.Error(), "spool: "+field+": want ") {
+			t.Errorf("error %v does not report %q", err, field)
+		}
+	}
+	if _, serr := os.Stat(dir); !os.IsNotExist(serr) {
+		t.Errorf("Open with bad options created %s", dir)
 	}
 }
 

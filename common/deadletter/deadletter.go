@@ -1,5 +1,6 @@
-// Package deadletter keeps the messages a destination can never accept, on
-// disk, with the reason, so they survive restarts and can be inspected and
+// Package deadletter keeps the messages that can never be delivered (the
+// destination refuses them, or they are too large for the spool) on disk,
+// with the reason, so they survive restarts and can be inspected and
 // replayed. It is bounded: past its budget the oldest file is removed and
 // the messages in it are counted as lost.
 //

@@ -124,8 +124,8 @@ type Source interface {
 	RecordInFlight(first, last uint64) error
 }
 
-// DeadLetter stores messages the destination can never accept.
-type DeadLetter interface {
+// DeadLetterStore keeps messages that can never be delivered.
+type DeadLetterStore interface {
 	Put(msgs []sink.Message, reason string) error
 }
 
@@ -134,7 +134,7 @@ type Pipeline struct {
 	cfg  Config
 	src  Source
 	snk  sink.Sink
-	dead DeadLetter
+	dead DeadLetterStore
 	log  *slog.Logger
 	m    *Metrics
 	// OnAuthError is called (if set) when the sink reports an authentication
@@ -176,7 +176,7 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 	return &Metrics{
 		Delivered:    r.Counter("cloudblock_delivered_total", "Messages the destination confirmed stored."),
 		Retried:      r.Counter("cloudblock_retried_total", "Message send attempts that failed and were retried."),
-		DeadLettered: r.Counter("cloudblock_dead_lettered_total", "Messages the destination can never accept, moved to the dead-letter store."),
+		DeadLettered: r.Counter("cloudblock_dead_lettered_total", "Messages that can never be delivered (refused by the destination, or too large for the spool), moved to the dead-letter store."),
 		Batches:      r.Counter("cloudblock_batches_total", "Batches delivered."),
 		Failures:     r.Counter("cloudblock_sink_errors_total", "Failed calls to the destination."),
 		BatchSize:    r.Histogram("cloudblock_batch_messages", "Messages per delivered batch.", 1, 10, 100, 500, 1000, 5000, 10000),
@@ -187,7 +187,7 @@ func NewMetrics(r *metrics.Registry) *Metrics {
 
 // New returns a pipeline, or the fields of cfg out of their ranges; Run
 // starts it.
-func New(cfg Config, src Source, snk sink.Sink, dead DeadLetter, m *Metrics, log *slog.Logger) (*Pipeline, error) {
+func New(cfg Config, src Source, snk sink.Sink, dead DeadLetterStore, m *Metrics, log *slog.Logger) (*Pipeline, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -394,7 +394,7 @@ func (p *Pipeline) cut(ctx context.Context, carry *spool.Record, first, last uin
 func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 	if b.tooBig {
 		reason := fmt.Sprintf("payload of %d bytes exceeds the destination's limit of %d bytes", len(b.msgs[0].Payload), p.lim.MaxMessageBytes)
-		return p.deadLetter(ctx, b.msgs, reason)
+		return p.DeadLetter(ctx, b.msgs, reason)
 	}
 	todo := b.msgs
 	backoff := p.cfg.RetryInitial
@@ -435,7 +435,7 @@ func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 			retry = todo
 		}
 		for i := range dead {
-			if !p.deadLetter(ctx, dead[i:i+1], reasons[i]) {
+			if !p.DeadLetter(ctx, dead[i:i+1], reasons[i]) {
 				return false
 			}
 		}
@@ -517,14 +517,20 @@ func (p *Pipeline) write(ctx context.Context, msgs []sink.Message) error {
 	return err
 }
 
-func (p *Pipeline) deadLetter(ctx context.Context, msgs []sink.Message, reason string) bool {
+// DeadLetter moves msgs, which can never be delivered, to the dead-letter
+// store with reason, then counts (cloudblock_dead_lettered_total) and logs
+// each. A failing store is retried with backoff until it works: a message
+// is let go of (acknowledged) only once it is kept. False when ctx ends
+// first; then nothing was stored. The pipeline calls it for what the
+// destination refuses, run for what the spool refuses on arrival.
+func (p *Pipeline) DeadLetter(ctx context.Context, msgs []sink.Message, reason string) bool {
 	backoff := p.cfg.RetryInitial
 	for {
 		err := p.dead.Put(msgs, reason)
 		if err == nil {
 			p.m.DeadLettered.Add(uint64(len(msgs)))
 			for _, m := range msgs {
-				p.log.Error("message dead-lettered: the destination can never accept it", "id", m.ID, "topic", m.Topic, "bytes", len(m.Payload), "reason", reason)
+				p.log.Error("message dead-lettered: it can never be delivered", "id", m.ID, "topic", m.Topic, "bytes", len(m.Payload), "reason", reason)
 			}
 			return true
 		}

@@ -242,11 +242,6 @@ func (s *settings) serve(ctx context.Context) error {
 	}
 	defer dead.Close()
 
-	ingestCtx, stopIngest := context.WithCancel(context.Background())
-	defer stopIngest()
-	in := newIngest(ingestCtx, sp, dead, reg, log)
-	sub := mqtt.New(s.mqtt, in.handle)
-
 	pipeMetrics := pipeline.NewMetrics(reg)
 	// With Azure Key Vault, rotated secrets reach the sink: it is swapped
 	// for one built from the new values (s.snk becomes the swapping wrapper).
@@ -262,6 +257,13 @@ func (s *settings) serve(ctx context.Context) error {
 		return err
 	}
 	pipe.OnAuthError = onAuthError
+
+	// A message the spool refuses on arrival is dead-lettered the way the
+	// pipeline dead-letters one the destination refuses.
+	ingestCtx, stopIngest := context.WithCancel(context.Background())
+	defer stopIngest()
+	in := newIngest(ingestCtx, sp, pipe.DeadLetter, reg)
+	sub := mqtt.New(s.mqtt, in.handle)
 	s.registerMetrics(reg, sp, dead, sub, pipe)
 
 	var srv *http.Server

@@ -254,6 +254,7 @@ type Spool struct {
 
 	lastArrival time.Time
 	gap         time.Duration // moving average of the time between arrivals (0: none yet)
+	lastRefused int64         // the suffix of the last RefusedID (unix ns)
 
 	// inFlightFirst..inFlightLast is the batch in flight to a destination
 	// with StableBatches (RecordInFlight): after a crash exactly these seqs
@@ -334,6 +335,22 @@ func (s *Spool) MaxRecordPayload() int { return s.maxBody - bodyFixed }
 // time and randomness, so ids never repeat if the volume is wiped) and the
 // zero-padded sequence, so ids of one spool sort in receive order.
 func (s *Spool) ID(seq uint64) string { return s.epoch + "-" + fmt.Sprintf("%012d", seq) }
+
+// RefusedID gives a message that Append refused (ErrTooLarge) an id in the
+// same scheme, so that it sorts among the others in receive order. It gets
+// no seq of its own: seqs number the records without gaps in memory (the
+// reader indexes held records by seq), so one cannot be spent without a
+// record. The id is that of the seq before the next one given, followed by
+// the receive time in nanoseconds: it sorts after every id given before it
+// and before every id given after it. The suffix only grows (by 1 ns past
+// the last one if the clock repeats), so two refusals never share an id.
+func (s *Spool) RefusedID(received time.Time) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := max(received.UnixNano(), s.lastRefused+1)
+	s.lastRefused = ns
+	return fmt.Sprintf("%s-%019d", s.ID(s.nextSeq-1), ns)
+}
 
 func (s *Spool) recover() error {
 	epoch, err := loadEpoch(filepath.Join(s.dir, "epoch"))

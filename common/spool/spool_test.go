@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -241,6 +242,32 @@ func TestTooLarge(t *testing.T) {
 	err := s.Append(context.Background(), Entry{Topic: "t", Payload: make([]byte, 300<<10)}, func(uint64) {})
 	if err != ErrTooLarge {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// Ids for refused messages sort among the records' ids in receive order,
+// and never repeat, even when the clock does.
+func TestRefusedIDSortsInReceiveOrder(t *testing.T) {
+	s := open(t, t.TempDir(), 1<<20, Block)
+	defer s.Close()
+	at := time.Now()
+	a := s.RefusedID(at)
+	appendN(t, s, 0, 1, 10)
+	b, c := s.RefusedID(at), s.RefusedID(at)
+	appendN(t, s, 1, 1, 10)
+	r1, err := s.Next(context.Background(), time.Now().Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Next(context.Background(), time.Now().Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := []string{a, r1.ID, b, c, r2.ID}; !sort.StringsAreSorted(ids) || b == c {
+		t.Errorf("ids not in receive order: %q", ids)
+	}
+	if !strings.HasPrefix(b, r1.ID+"-") {
+		t.Errorf("refused id %s does not extend the previous id %s", b, r1.ID)
 	}
 }
 

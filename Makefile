@@ -14,9 +14,9 @@ LDFLAGS := -s -w -X github.com/cloud-block/cloud-block/common/run.Version=$(VERS
 help:
 	@echo "make demo            run the block on a local emulator (SERVICE=$(SERVICES))"
 	@echo "make test            every test (installs what it needs)"
-	@echo "make test-common     the common pipeline, the test servers and the end-to-end pipeline tests"
-	@echo "make test-faults     faults, bad input and load for every destination at full scale (FAULTS_SOAK=1: 10 min soak)"
-	@echo "make test-<service>  one destination against its emulator: $(SERVICES)"
+	@echo "make test-common     the common pipeline, the test servers and the block suite through the file destination"
+	@echo "make test-faults     the block suite for every destination at full scale (BLOCKTEST_SOAK=1: 10 min soak)"
+	@echo "make test-<service>  one destination and the block suite against its emulator: $(SERVICES)"
 	@echo "make bench           throughput, CPU and memory ratios measured within one run"
 	@echo "make build           static binaries for linux amd64, arm64 and arm/v7 into bin/, checked"
 	@echo "make test-build      build checks on fresh amd64 binaries: static, size budgets, empty root"
@@ -63,34 +63,32 @@ demo: .cache/setup-mosquitto
 .PHONY: $(addprefix demo-setup-,$(SERVICES))
 
 # --- tests ----------------------------------------------------------------------
-# `make test` runs everything: lint, the common suite, then every destination.
-# go test runs packages in parallel (one per core), so one invocation is the
-# fastest way through the lot.
-# The fault suite (testenv/faults: every scenario for every destination) takes
-# longer than CI's budget even at a reduced scale (over 16 minutes measured), so
-# `make test` runs a reduced subset of it that fits (about a minute alongside
-# the rest): the file destination through SIGKILLs, power cuts, a full disk, bad
-# input and every invalid variable. `make test-faults` runs all of it at full
-# scale; the pipeline's own fault scenarios (testenv/e2e) and each service's
-# kill -9 and outage tests are in `make test` too.
+# `make test` runs everything: lint, then every package's tests in one go
+# test (it runs packages in parallel, one per core). testenv/blocktest is the
+# block-level suite: every scenario for every destination through the real
+# binaries, Mosquitto and the emulators, at its Small scale here; `make
+# test-faults` runs it at full scale (100,000 messages x 10 SIGKILLs per
+# destination, 60 s outages, the full disk and the soak).
 PKGS := ./common/... ./testenv/... ./examples/sensor/... $(addsuffix /...,$(addprefix ./services/,$(SERVICES)))
 TEST_PKGS = $(shell $(GO) list $(PKGS))
-FAULTS_IN_TEST := FAULTS_TARGETS=file FAULTS_SCENARIOS=crash,powercut,redelivery,disk,badinput,config \
-	FAULTS_MESSAGES=5000 FAULTS_KILLS=3 FAULTS_OUTAGE=10s
 test: lint setup $(addprefix setup-,$(SERVICES))
-	$(FAULTS_IN_TEST) $(GOTEST) $(TEST_PKGS)
+	$(GOTEST) $(TEST_PKGS)
 
+# The common packages, the test servers and the block suite through the file
+# destination (no emulator).
 test-common: setup
-	$(GOTEST) $(filter-out %/testenv/faults,$(shell $(GO) list ./common/... ./testenv/...))
+	BLOCKTEST_TARGETS=file $(GOTEST) $(shell $(GO) list ./common/... ./testenv/...)
 
-# The fault suite at the issue's full scale (100,000 messages x 10 SIGKILLs per
-# destination, 60 s outages); longer than GOTEST's 30 minutes, hence its own timeout.
+# Longer than GOTEST's 30 minutes, hence its own timeout. BLOCKTEST_SOAK=1: the
+# ten-minute soak; BLOCKTEST_TARGETS and BLOCKTEST_SCENARIOS narrow the run.
 test-faults: setup $(addprefix setup-,$(SERVICES))
-	$(GOTEST) -timeout 2h -v ./testenv/faults/...
+	BLOCKTEST_SCALE=full $(GOTEST) -timeout 2h -v -run TestBlock ./testenv/blocktest
 .PHONY: test-faults
 
+# One destination: its packages, then the block suite for its targets.
 $(addprefix test-,$(SERVICES)): test-%: .cache/setup-mosquitto setup-%
 	$(GOTEST) ./services/$*/...
+	BLOCKTEST_TARGETS=$* $(GOTEST) -run TestBlock ./testenv/blocktest
 
 lint:
 	@out=$$(gofmt -l common testenv services examples); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

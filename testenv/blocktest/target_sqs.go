@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ import (
 // The consumer's side of aws-sqs's mapping (its README: "How messages map").
 const (
 	sqsAttrTopic    = "mqtt.topic"
+	sqsAttrReceived = "cloudblock.received"
 	sqsAttrDevice   = "cloudblock.device"
 	sqsAttrID       = "cloudblock.id"
 	sqsAttrEncoding = "cloudblock.encoding"
@@ -234,4 +236,27 @@ func sqsPayload(m types.Message) ([]byte, error) {
 		return []byte(aws.ToString(m.Body)), nil
 	}
 	return nil, fmt.Errorf("message %s: unknown encoding %q", aws.ToString(m.MessageId), strings.TrimSpace(aws.ToString(enc.StringValue)))
+}
+
+// sqsLimit is the largest ASCII payload the queue takes from the block: its
+// MaximumMessageSize less the attributes every message carries, each
+// counted as SQS does (name, data type and value; README "How messages
+// map"): the topic, the receive time (a fixed 30 characters), the id (25)
+// and the device.
+func sqsLimit(r *rig) int {
+	b := r.be.(*sqsBackend)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := b.client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(b.url), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameMaximumMessageSize},
+	})
+	if err != nil {
+		r.t.Fatalf("GetQueueAttributes: %v", err)
+	}
+	max, err := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameMaximumMessageSize)])
+	if err != nil {
+		r.t.Fatalf("MaximumMessageSize: %v", err)
+	}
+	attr := func(name string, value int) int { return len(name) + len("String") + value }
+	return max - attr(sqsAttrTopic, len("cloud-input")) - attr(sqsAttrReceived, 30) - attr(sqsAttrID, 25) - attr(sqsAttrDevice, len(testDevice))
 }

@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"bufio"
@@ -25,6 +25,8 @@ const anyValueIgnored = "accepted for compatibility with the original block and 
 var targets = []*target{
 	{
 		name: "file", pkg: "testenv/cmd/filedest", open: openFile, batch: 200,
+		limitEnv: map[string]string{"FILE_SINK_MAX_MESSAGE_BYTES": "65536", "FILE_SINK_REJECT_PREFIX": "REFUSE"},
+		limit:    fixedLimit(65536), refused: []byte("REFUSE this payload"),
 		badVars: map[string]badValue{
 			"FILE_SINK_MAX_MESSAGE_BYTES":  bad("-1"),
 			"FILE_SINK_MAX_BATCH_MESSAGES": bad("many"),
@@ -38,7 +40,7 @@ var targets = []*target{
 		},
 	},
 	{
-		name: "aws-sqs", pkg: "services/aws-sqs", open: openSQS(false), batch: 10,
+		name: "aws-sqs", pkg: "services/aws-sqs", open: openSQS(false), batch: 10, limit: sqsLimit,
 		badVars: map[string]badValue{
 			"AWS_SQS_QUEUE_NAME": bad("no spaces allowed in a queue name"),
 			"AWS_SQS_REGION":     bad("Not A Region!"),
@@ -52,11 +54,14 @@ var targets = []*target{
 	},
 	{
 		name: "aws-sqs-fifo", pkg: "services/aws-sqs", open: openSQS(true), batch: 10, dupFree: true,
-		only: []string{"crash"},
+		limit: sqsLimit, only: []string{"crash", "bytes"},
 	},
 	{
 		name: "aws-s3", pkg: "services/aws-s3", open: openS3, batch: 200, dupFree: true,
 		env: map[string]string{"BATCH_MAX_WAIT": "200ms"},
+		// A batch object keeps 1 KiB (s3sink's envelopeReserve) for the
+		// NDJSON envelope around the largest payload.
+		limitEnv: map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "64KiB"}, limit: fixedLimit(64<<10 - 1<<10),
 		badVars: map[string]badValue{
 			"AWS_S3_BUCKET":           bad("not a bucket"),
 			"AWS_S3_REGION":           bad("Not A Region!"),
@@ -73,7 +78,14 @@ var targets = []*target{
 		},
 	},
 	{
-		name: "azure-eh", pkg: "services/azure-eh", open: openEH, batch: 200,
+		// versitygw checks signatures and stores on disk; objects gzipped.
+		name: "aws-s3-versitygw", pkg: "services/aws-s3", open: openVersity, batch: 200, dupFree: true,
+		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "AWS_S3_GZIP": "true"},
+		limitEnv: map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "64KiB"}, limit: fixedLimit(64<<10 - 1<<10),
+		only: []string{"bytes", "crash"},
+	},
+	{
+		name: "azure-eh", pkg: "services/azure-eh", open: openEH, batch: 200, limit: ehLimit,
 		badVars: map[string]badValue{
 			"AZURE_EH_CONNECTIONSTRING": bad("Endpoint=nothing;SharedAccessKey=ehBadKey-0123456789"),
 			"AZURE_EH_NAME":             bad("not/a hub"),
@@ -114,6 +126,7 @@ var targets = []*target{
 	},
 	{
 		name: "gcp-pubsub", pkg: "services/gcp-pubsub", open: openPubSub, batch: 200,
+		limitEnv: map[string]string{"GCP_PUBSUB_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
 		badVars: map[string]badValue{
 			"GCP_PUBSUB_TOPIC":             bad("projects//topics/"),
 			"GCP_PUBSUB_ORDERING_KEY":      bad("random"),
@@ -132,7 +145,8 @@ var targets = []*target{
 	},
 	{
 		name: "gcp-storage", pkg: "services/gcp-storage", open: openGCS, batch: 200, dupFree: true,
-		env: map[string]string{"BATCH_MAX_WAIT": "200ms"},
+		env:      map[string]string{"BATCH_MAX_WAIT": "200ms"},
+		limitEnv: map[string]string{"GCP_STORAGE_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
 		badVars: map[string]badValue{
 			"GCP_STORAGE_BUCKET":             bad("Bad Bucket!"),
 			"GCP_STORAGE_MAX_MESSAGE_BYTES":  bad("-5"),
@@ -150,6 +164,9 @@ var targets = []*target{
 		anyValue: map[string]string{"GCP_STORAGE_PROJECT_ID": anyValueIgnored},
 	},
 }
+
+// fixedLimit is a limit the target's limitEnv sets.
+func fixedLimit(n int) func(*rig) int { return func(*rig) int { return n } }
 
 // badValue is an invalid setting: a value, with some other variables unset
 // or set so that the value alone is the mistake.

@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"bytes"
@@ -131,111 +131,106 @@ func runConfig(bin string, env map[string]string) (int, string) {
 // 2 before connecting to anything, with a message naming the variable (or
 // the alias it was given as), and never prints a secret's value. Then all
 // at once: every problem is reported in one go.
-func TestConfigExit(t *testing.T) {
-	forTargets(t, true, func(t *testing.T, tg *target) {
-		if !tg.in("config") {
-			t.Skip("not in this scenario")
-		}
-		r := newRig(t, tg, rigOpts{})
-		bin := harness.Build(t, tg.pkg)
-		vars := envTable(t, bin)
-		base := map[string]string{"HTTP_LISTEN": "127.0.0.1:0", "BUFFER_DIR": t.TempDir()}
-		for k, v := range r.env {
-			base[k] = v
-		}
-		delete(base, "LOCAL_MQTT_USERNAME")
-		delete(base, "LOCAL_MQTT_PASSWORD")
-		// The valid configuration starts (and is stopped by the timeout).
-		if code, out := runConfig(bin, base); code != -1 {
-			t.Fatalf("the valid configuration exited %d:\n%s", code, out)
-		}
-		declared := map[string]bool{}
-		secrets := []string{"mqttBadKeyMaterial0123", "vaultBadCertMaterial0123"}
-		for _, v := range vars {
-			declared[v.name] = true
-			if v.secret {
-				if b, ok := tg.badVars[v.name]; ok {
-					secrets = append(secrets, b.v)
-				}
-				if b, ok := commonBad[v.name]; ok {
-					secrets = append(secrets, b)
-				}
+func configExit(t *testing.T, tg *target, sc Scale) {
+	r := newRig(t, tg, rigOpts{})
+	bin := harness.Build(t, tg.pkg)
+	vars := envTable(t, bin)
+	base := map[string]string{"HTTP_LISTEN": "127.0.0.1:0", "BUFFER_DIR": t.TempDir()}
+	for k, v := range r.env {
+		base[k] = v
+	}
+	delete(base, "LOCAL_MQTT_USERNAME")
+	delete(base, "LOCAL_MQTT_PASSWORD")
+	// The valid configuration starts (and is stopped by the timeout).
+	if code, out := runConfig(bin, base); code != -1 {
+		t.Fatalf("the valid configuration exited %d:\n%s", code, out)
+	}
+	declared := map[string]bool{}
+	secrets := []string{"mqttBadKeyMaterial0123", "vaultBadCertMaterial0123"}
+	for _, v := range vars {
+		declared[v.name] = true
+		if v.secret {
+			if b, ok := tg.badVars[v.name]; ok {
+				secrets = append(secrets, b.v)
+			}
+			if b, ok := commonBad[v.name]; ok {
+				secrets = append(secrets, b)
 			}
 		}
-		for name := range tg.badVars {
-			if !declared[name] {
-				t.Errorf("%s has a bad value here but the binary does not declare it", name)
-			}
+	}
+	for name := range tg.badVars {
+		if !declared[name] {
+			t.Errorf("%s has a bad value here but the binary does not declare it", name)
 		}
-		checked, anyValue := 0, 0
-		all := map[string]string{}
-		for k, v := range base {
-			all[k] = v
+	}
+	checked, anyValue := 0, 0
+	all := map[string]string{}
+	for k, v := range base {
+		all[k] = v
+	}
+	for _, v := range vars {
+		b, ok := tg.badVars[v.name]
+		if c, common := commonBad[v.name]; common {
+			b, ok = badValue{v: c}, true
 		}
-		for _, v := range vars {
-			b, ok := tg.badVars[v.name]
-			if c, common := commonBad[v.name]; common {
-				b, ok = badValue{v: c}, true
-			}
-			if why, free := tg.anyValue[v.name]; free && !ok {
-				anyValue++
-				t.Logf("%s takes any value: %s", v.name, why)
-				continue
-			}
-			if !ok {
-				t.Errorf("no invalid value for %s in this test: add one (or say why it takes any value)", v.name)
-				continue
-			}
-			all[v.name] = b.v
-			env := map[string]string{}
-			for k, val := range base {
-				env[k] = val
-			}
-			for _, k := range b.unset {
-				delete(env, k)
-			}
-			for k, val := range b.set {
-				env[k] = val
-			}
-			env[v.name] = b.v
-			code, out := runConfig(bin, env)
-			checked++
-			named := strings.Contains(out, v.name)
-			for _, a := range v.aliases {
-				named = named || strings.Contains(out, a)
-			}
-			if code != 2 || !named {
-				t.Errorf("%s=%.80q: exit %d, want 2 with a message naming it; printed:\n%.600s", v.name, b.v, code, out)
-			}
-			for _, s := range secrets {
-				if strings.Contains(out, s) {
-					t.Errorf("%s=...: a secret value was printed:\n%.600s", v.name, out)
-				}
-			}
+		if why, free := tg.anyValue[v.name]; free && !ok {
+			anyValue++
+			t.Logf("%s takes any value: %s", v.name, why)
+			continue
 		}
-		// All at once. Only informative: a conflict between two settings
-		// (a connection string and Entra auth) rightly hides the checks that
-		// depend on which one is meant.
-		code, out := runConfig(bin, all)
-		var unnamed []string
-		for _, v := range vars {
-			if _, ok := all[v.name]; ok && !strings.Contains(out, v.name) {
-				if _, free := tg.anyValue[v.name]; !free {
-					unnamed = append(unnamed, v.name)
-				}
-			}
+		if !ok {
+			t.Errorf("no invalid value for %s in this test: add one (or say why it takes any value)", v.name)
+			continue
 		}
-		sort.Strings(unnamed)
-		if code != 2 {
-			t.Errorf("every variable invalid at once: exit %d, want 2", code)
+		all[v.name] = b.v
+		env := map[string]string{}
+		for k, val := range base {
+			env[k] = val
+		}
+		for _, k := range b.unset {
+			delete(env, k)
+		}
+		for k, val := range b.set {
+			env[k] = val
+		}
+		env[v.name] = b.v
+		code, out := runConfig(bin, env)
+		checked++
+		named := strings.Contains(out, v.name)
+		for _, a := range v.aliases {
+			named = named || strings.Contains(out, a)
+		}
+		if code != 2 || !named {
+			t.Errorf("%s=%.80q: exit %d, want 2 with a message naming it; printed:\n%.600s", v.name, b.v, code, out)
 		}
 		for _, s := range secrets {
 			if strings.Contains(out, s) {
-				t.Errorf("every variable invalid at once: a secret value was printed")
+				t.Errorf("%s=...: a secret value was printed:\n%.600s", v.name, out)
 			}
 		}
-		note := fmt.Sprintf("%d variables invalid one at a time; %d take any value; all at once: exit %d, not named %v", checked, anyValue, code, unnamed)
-		t.Logf("%s: %s", tg.name, note)
-		record(row{Scenario: "config-exit-2", Target: tg.name, Note: note})
-	})
+	}
+	// All at once. Only informative: a conflict between two settings
+	// (a connection string and Entra auth) rightly hides the checks that
+	// depend on which one is meant.
+	code, out := runConfig(bin, all)
+	var unnamed []string
+	for _, v := range vars {
+		if _, ok := all[v.name]; ok && !strings.Contains(out, v.name) {
+			if _, free := tg.anyValue[v.name]; !free {
+				unnamed = append(unnamed, v.name)
+			}
+		}
+	}
+	sort.Strings(unnamed)
+	if code != 2 {
+		t.Errorf("every variable invalid at once: exit %d, want 2", code)
+	}
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("every variable invalid at once: a secret value was printed")
+		}
+	}
+	note := fmt.Sprintf("%d variables invalid one at a time; %d take any value; all at once: exit %d, not named %v", checked, anyValue, code, unnamed)
+	t.Logf("%s: %s", tg.name, note)
+	record(row{Scenario: "config-exit-2", Target: tg.name, Note: note})
 }

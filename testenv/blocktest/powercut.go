@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"fmt"
@@ -47,93 +47,81 @@ func lastNonEmpty(t *testing.T, segs []string) (string, int64) {
 // written) and a bit flips in the middle of its first segment. Start-up
 // keeps every intact record, reports the damage, and never crashes: exactly
 // the two damaged messages are missing.
-func TestPowerCut(t *testing.T) {
+func powerCut(t *testing.T, tg *target, sc Scale) {
 	const n, size = 1500, 200
-	forTargets(t, true, func(t *testing.T, tg *target) {
-		if !tg.in("powercut") {
-			t.Skip("not in this scenario")
-		}
-		// 4 MiB: 256 KiB segments, so the backlog spans two of them.
-		r := newRig(t, tg, rigOpts{env: map[string]string{"BUFFER_MAX_BYTES": "4MiB"}})
-		r.down()
-		r.start()
-		pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
-		pub.Publish(0, n, 0)
-		r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
-		// Held messages count in the spool before they are written: wait
-		// until every one was written and acknowledged, so that the broker
-		// has nothing to send again and the damage below is all that is lost.
-		r.waitMetric("cloudblock_acknowledged_total", time.Minute, func(v float64) bool { return v == n })
-		r.block.Kill()
+	// 4 MiB: 256 KiB segments, so the backlog spans two of them.
+	r := newRig(t, tg, rigOpts{env: map[string]string{"BUFFER_MAX_BYTES": "4MiB"}})
+	r.down()
+	r.start()
+	pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
+	pub.Publish(0, n, 0)
+	r.waitMetric("cloudblock_spool_messages", time.Minute, func(v float64) bool { return v == n })
+	// Held messages count in the spool before they are written: wait
+	// until every one was written and acknowledged, so that the broker
+	// has nothing to send again and the damage below is all that is lost.
+	r.waitMetric("cloudblock_acknowledged_total", time.Minute, func(v float64) bool { return v == n })
+	r.block.Kill()
 
-		segs := segments(t, r.block.BufDir)
-		first, err := os.ReadFile(segs[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		first[len(first)/2] ^= 0x08
-		if err := os.WriteFile(segs[0], first, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		last, sz := lastNonEmpty(t, segs)
-		rec := int64(recordSize("cloud-input", size))
-		keep := 1 + rand.Int64N(rec-1) // of the last record's bytes
-		tornAt := sz - rec + keep
-		if err := os.Truncate(last, tornAt); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Write(make([]byte, 4096))
-		f.Close()
+	segs := segments(t, r.block.BufDir)
+	first, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	first[len(first)/2] ^= 0x08
+	if err := os.WriteFile(segs[0], first, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	last, sz := lastNonEmpty(t, segs)
+	rec := int64(recordSize("cloud-input", size))
+	keep := 1 + rand.Int64N(rec-1) // of the last record's bytes
+	tornAt := sz - rec + keep
+	if err := os.Truncate(last, tornAt); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 4096))
+	f.Close()
 
-		r.up()
-		r.block.Start()
-		r.waitMetric("cloudblock_spool_messages", 2*time.Minute, func(v float64) bool { return v == 0 })
-		got := r.be.read(t)
-		tl := count(n, size, got)
-		dmgMsgs, dmgBytes := r.metric("cloudblock_spool_damaged_messages"), r.metric("cloudblock_spool_damaged_bytes")
-		aside, _ := filepath.Glob(filepath.Join(r.block.BufDir, "corrupt", "*"))
-		note := fmt.Sprintf("bit flipped mid-segment, last record torn after %d of %d bytes + 4 KiB of zeroes; block reports %v damaged messages, %v bytes; %d file(s) set aside",
-			keep, rec, dmgMsgs, dmgBytes, len(aside))
-		t.Logf("%s: %s; %s", tg.name, tl, note)
-		if !r.block.Running() {
-			t.Error("the block is not running after start-up on a damaged spool")
-		}
-		if tl.Lost != 2 || tl.Corrupt != 0 || tl.Copies != 0 {
-			t.Errorf("want exactly the 2 damaged messages missing, nothing corrupt or twice: %s, missing %v", tl, tl.Missing)
-		}
-		if len(tl.Missing) > 0 && tl.Missing[len(tl.Missing)-1] != n-1 {
-			t.Errorf("the torn last message %d was delivered (missing %v)", n-1, tl.Missing)
-		}
-		if dmgMsgs < 1 || dmgBytes < 4096 {
-			t.Errorf("damage not reported in the metrics: %v messages, %v bytes", dmgMsgs, dmgBytes)
-		}
-		if !strings.Contains(r.block.Logs(), "spool damage repaired") {
-			t.Error("damage not logged")
-		}
-		if len(aside) == 0 {
-			t.Error("the corrupt range was not set aside")
-		}
-		r.report("powercut", tl, 2, note)
-	})
+	r.up()
+	r.block.Start()
+	r.waitMetric("cloudblock_spool_messages", 2*time.Minute, func(v float64) bool { return v == 0 })
+	got := r.be.read(t)
+	tl := count(n, size, got)
+	dmgMsgs, dmgBytes := r.metric("cloudblock_spool_damaged_messages"), r.metric("cloudblock_spool_damaged_bytes")
+	aside, _ := filepath.Glob(filepath.Join(r.block.BufDir, "corrupt", "*"))
+	note := fmt.Sprintf("bit flipped mid-segment, last record torn after %d of %d bytes + 4 KiB of zeroes; block reports %v damaged messages, %v bytes; %d file(s) set aside",
+		keep, rec, dmgMsgs, dmgBytes, len(aside))
+	t.Logf("%s: %s; %s", tg.name, tl, note)
+	if !r.block.Running() {
+		t.Error("the block is not running after start-up on a damaged spool")
+	}
+	if tl.Lost != 2 || tl.Corrupt != 0 || tl.Copies != 0 {
+		t.Errorf("want exactly the 2 damaged messages missing, nothing corrupt or twice: %s, missing %v", tl, tl.Missing)
+	}
+	if len(tl.Missing) > 0 && tl.Missing[len(tl.Missing)-1] != n-1 {
+		t.Errorf("the torn last message %d was delivered (missing %v)", n-1, tl.Missing)
+	}
+	if dmgMsgs < 1 || dmgBytes < 4096 {
+		t.Errorf("damage not reported in the metrics: %v messages, %v bytes", dmgMsgs, dmgBytes)
+	}
+	if !strings.Contains(r.block.Logs(), "spool damage repaired") {
+		t.Error("damage not logged")
+	}
+	if len(aside) == 0 {
+		t.Error("the corrupt range was not set aside")
+	}
+	r.report("powercut", tl, 2, note)
 }
 
 // The torn tail at every byte offset of one record, with and without a
 // page of zeroes after it, through the binary (the file destination; the
 // spool's recovery is the same code under every destination). Every cut
 // keeps the intact records and loses only the torn one, and the block
-// starts every time.
-func TestTornTailEveryOffset(t *testing.T) {
-	tg := targets[0]
-	if tg.name != "file" {
-		t.Fatal("targets[0] must be the file destination")
-	}
-	if !tg.in("powercut") {
-		t.Skip("not in this scenario")
-	}
+// starts every time. It runs for the file destination only.
+func tornTail(t *testing.T, tg *target, _ Scale) {
 	const n, size = 10, 13 // the smallest numbered payload: 50-byte records
 	r := newRig(t, tg, rigOpts{env: map[string]string{"BATCH_MAX_WAIT": "0s"}})
 	r.down()

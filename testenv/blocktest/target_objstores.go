@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"context"
@@ -17,38 +17,52 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/emulators"
 )
 
-// --- aws-s3 on gofakes3 (in this process; Stop keeps the objects) -----------
+// --- aws-s3 on gofakes3 (in this process) or versitygw (a process, which
+// checks signatures); both keep their objects across Stop and Start -------
 
 type s3Backend struct {
-	s      *emulators.S3
+	conn emulators.S3Conn
+	srv  interface {
+		Stop()
+		Start()
+	}
 	bucket string
-	secret string
 	objCache
 }
 
 func openS3(t *testing.T) backend {
-	b := &s3Backend{s: emulators.StartS3(t), bucket: "faults", secret: "s3Secret-" + randHex(10)}
-	b.s.CreateBucket(t, b.bucket)
+	s := emulators.StartS3(t)
+	// gofakes3 takes any key: the block gets one of its own to keep secret.
+	s.SecretKey = "s3Secret-" + randHex(10)
+	b := &s3Backend{conn: s.S3Conn, srv: s, bucket: "blocktest"}
+	s.CreateBucket(t, b.bucket)
+	return b
+}
+
+func openVersity(t *testing.T) backend {
+	v := emulators.StartVersity(t)
+	b := &s3Backend{conn: v.S3Conn, srv: v, bucket: "blocktest"}
+	v.CreateBucket(t, b.bucket)
 	return b
 }
 
 func (b *s3Backend) env(addr string) map[string]string {
 	return map[string]string{
-		"AWS_S3_BUCKET": b.bucket, "AWS_S3_REGION": b.s.Region, "AWS_S3_ENDPOINT": "http://" + addr,
-		"AWS_S3_ACCESS_KEY": "faults-access", "AWS_S3_SECRET_KEY": b.secret,
+		"AWS_S3_BUCKET": b.bucket, "AWS_S3_REGION": b.conn.Region, "AWS_S3_ENDPOINT": "http://" + addr,
+		"AWS_S3_ACCESS_KEY": b.conn.AccessKey, "AWS_S3_SECRET_KEY": b.conn.SecretKey,
 		"AWS_EC2_METADATA_DISABLED": "true",
 	}
 }
 
-func (b *s3Backend) upstream() string   { return strings.TrimPrefix(b.s.Endpoint, "http://") }
-func (b *s3Backend) secrets() []string  { return []string{b.secret} }
-func (b *s3Backend) stop(t testing.TB)  { b.read(t); b.s.Stop() }
-func (b *s3Backend) start(t testing.TB) { b.s.Start() }
+func (b *s3Backend) upstream() string   { return strings.TrimPrefix(b.conn.Endpoint, "http://") }
+func (b *s3Backend) secrets() []string  { return []string{b.conn.SecretKey} }
+func (b *s3Backend) stop(t testing.TB)  { b.read(t); b.srv.Stop() }
+func (b *s3Backend) start(t testing.TB) { b.srv.Start() }
 
 func (b *s3Backend) read(t testing.TB) []msg {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := b.s.Client()
+	c := b.conn.Client()
 	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(b.bucket)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)

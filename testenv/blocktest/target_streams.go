@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,7 +274,17 @@ func decodeEvent(line []byte) (msg, error) {
 	if body == nil {
 		body = []byte{}
 	}
-	return msg{ID: str(ehPropID), Topic: str(ehPropTopic), Device: str(ehPropDevice), Payload: body}, nil
+	id := str(ehPropID)
+	// The event's message id is the block's id too (README "How messages
+	// map"); one that differs shows in the id, which then fails every check.
+	if m.Properties == nil || m.Properties.MessageID != id {
+		var mid any
+		if m.Properties != nil {
+			mid = m.Properties.MessageID
+		}
+		id = fmt.Sprintf("%s (message id %v)", id, mid)
+	}
+	return msg{ID: id, Topic: str(ehPropTopic), Device: str(ehPropDevice), Payload: body}, nil
 }
 
 // serviceAccountKey is a made-up Google service account key: the emulators
@@ -300,4 +311,24 @@ func newServiceAccountKey(t *testing.T) serviceAccountKey {
 		pem:     strings.ReplaceAll(text, "\n", `\n`),
 		secrets: lines[1 : len(lines)-1],
 	}
+}
+
+var ehLimitLog = regexp.MustCompile(`"msg":"connected to the event hub".*"max_message_bytes":(\d+)`)
+
+// ehLimit is the payload limit the block learned from the hub (its link's
+// max-message-size less the event's envelope), as it logs it.
+func ehLimit(r *rig) int {
+	var n int
+	err := procs.WaitFor(context.Background(), time.Minute, func() error {
+		m := ehLimitLog.FindStringSubmatch(r.block.Logs())
+		if m == nil {
+			return fmt.Errorf("the block has not logged the hub's limit")
+		}
+		n, _ = strconv.Atoi(m[1])
+		return nil
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return n
 }

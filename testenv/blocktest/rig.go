@@ -1,4 +1,4 @@
-package faults
+package blocktest
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,29 +40,24 @@ type target struct {
 	// anyValue lists those that take any value, and why.
 	badVars  map[string]badValue
 	anyValue map[string]string
+	// limitEnv sets the destination's own payload limit (small, to keep the
+	// bytes scenario quick) and limit says, once the block is connected,
+	// the largest payload of ASCII text it then takes; nil: the destination
+	// has no limit below the spool's.
+	limitEnv map[string]string
+	limit    func(r *rig) int
+	// refused is a payload the destination refuses for its content (with
+	// limitEnv set), to be dead-lettered like one over the limit; nil: the
+	// emulator has no such switch.
+	refused []byte
 }
 
-func (tg *target) in(scenario string) bool {
-	if want := os.Getenv("FAULTS_SCENARIOS"); want != "" && !strings.Contains(","+want+",", ","+scenario+",") {
+// in reports whether the target runs scenarios of this kind at scale sc.
+func (tg *target) in(kind string, sc Scale) bool {
+	if sc.Scenarios != nil && !slices.Contains(sc.Scenarios, kind) {
 		return false
 	}
-	if tg.only == nil {
-		return true
-	}
-	for _, s := range tg.only {
-		if s == scenario {
-			return true
-		}
-	}
-	return false
-}
-
-// need skips a target whose service has not landed in the repository yet.
-func (tg *target) need(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(filepath.Join(harness.RepoRoot(), tg.pkg, "main.go")); err != nil {
-		t.Skipf("%s: %s/main.go does not exist yet (the service has not landed)", tg.name, tg.pkg)
-	}
+	return tg.only == nil || slices.Contains(tg.only, kind)
 }
 
 // A backend is a running emulator (or the file destination's file) with a

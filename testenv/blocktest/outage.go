@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-block/cloud-block/common/pipeline"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 	"github.com/cloud-block/cloud-block/testenv/netproxy"
 	"github.com/cloud-block/cloud-block/testenv/procs"
@@ -81,84 +82,81 @@ func checkTruth(r *rig, k int, since time.Time, deliveredBefore float64) {
 	r.snapshot()
 }
 
-// Outages, one rig per target, all targets at once (they mostly wait):
-//   - the emulator stopped for the scale's Outage;
-//   - stopped for longer than the retry cap (RETRY_MAX_BACKOFF), so the
-//     block sits at the cap when it returns;
-//   - the network to the emulator black-holed by the proxy (connections
-//     hang, nothing is refused);
-//   - the broker restarted.
+// Outages, each with a rig of its own:
+//   - outage: the emulator stopped for the scale's Outage;
+//   - outage-past-cap: stopped for longer than the retry cap
+//     (RETRY_MAX_BACKOFF), so the block sits at the cap when it returns;
+//   - network-cut: the network to the emulator black-holed by the proxy
+//     (connections hang, nothing is refused);
+//   - broker-restart: Mosquitto stopped mid-stream and started again.
 //
-// Nothing is lost, /ready and the metrics tell the truth meanwhile, and
-// the backlog drains at least 10x faster than it was produced.
-func outages(t *testing.T, tg *target, sc Scale) {
-	r := newRig(t, tg, rigOpts{broker: harness.MosquittoOptions{Persistence: true},
-		env: map[string]string{"READY_MAX_UNSENT_AGE": readyAge.String()}})
+// Nothing is lost, and /ready and the metrics tell the truth meanwhile.
+func outage(t *testing.T, tg *target, sc Scale) {
+	r, s := outageRig(t, tg, nil)
+	away(r, s, "outage", sc.Outage, 0, false)
+}
+
+func outagePastCap(t *testing.T, tg *target, sc Scale) {
+	// The retry cap is a quarter of the outage: the block has been
+	// retrying at the cap for most of it when the emulator returns.
+	capd := max(sc.Outage/4, 2*time.Second)
+	r, s := outageRig(t, tg, map[string]string{"RETRY_MAX_BACKOFF": capd.String()})
+	away(r, s, "outage-past-cap", sc.Outage+capd, capd, false)
+}
+
+func networkCut(t *testing.T, tg *target, sc Scale) {
+	if tg.name == "file" {
+		t.Skip("the file destination has no network")
+	}
+	// A request the cut left hanging ends at SEND_TIMEOUT: no longer than
+	// the cut, so that (as with the default at full scale) the block is
+	// retrying afresh when the network heals.
+	r, s := outageRig(t, tg, map[string]string{"SEND_TIMEOUT": min(sc.Outage, pipeline.DefaultSendTimeout).String()})
+	away(r, s, "network-cut", sc.Outage, 0, true)
+}
+
+func brokerRestart(t *testing.T, tg *target, sc Scale) {
+	r, s := outageRig(t, tg, nil)
+	down := min(max(sc.Outage/4, 3*time.Second), 15*time.Second)
+	k := int(outageRate * (2*down + 10*time.Second).Seconds())
+	reconnects := r.metric("cloudblock_mqtt_reconnects_total")
+	from, to, done := s.publish(k, outageRate)
+	time.Sleep(5 * time.Second) // mid-stream
+	r.broker.Stop()
+	downAt := time.Now()
+	body := r.waitReady(503, 30*time.Second, "not connected to the MQTT broker")
+	if v := r.metric("cloudblock_mqtt_connected"); v != 0 {
+		t.Errorf("cloudblock_mqtt_connected = %v while the broker is down", v)
+	}
+	time.Sleep(time.Until(downAt.Add(down)))
+	r.broker.Start()
+	upAt := time.Now()
+	r.waitMetric("cloudblock_mqtt_connected", time.Minute, func(v float64) bool { return v == 1 })
+	back := time.Since(upAt)
+	<-done
+	tl, _ := r.waitRange(from, to, outageSize, 3*time.Minute, false)
+	r.waitReady(200, time.Minute)
+	note := fmt.Sprintf("broker down %s mid-stream; block reconnected %s after it was back (reconnects %v -> %v); publisher republished %d; /ready said %.100s",
+		down, back.Round(100*time.Millisecond), reconnects, r.metric("cloudblock_mqtt_reconnects_total"), s.pub.Republish.Load(), strings.TrimSpace(body))
+	t.Logf("%s broker-restart: %s; %s", tg.name, tl, note)
+	r.report("broker-restart", tl, 0, note)
+}
+
+// outageRig starts a block (with env besides the outage settings) against
+// a broker that keeps its sessions on disk, and delivers a first stream.
+func outageRig(t *testing.T, tg *target, env map[string]string) (*rig, *stream) {
+	all := map[string]string{"READY_MAX_UNSENT_AGE": readyAge.String()}
+	for k, v := range env {
+		all[k] = v
+	}
+	r := newRig(t, tg, rigOpts{broker: harness.MosquittoOptions{Persistence: true}, env: all})
 	r.start()
 	s := &stream{pub: harness.NewPublisher(t, r.broker, "cloud-input", outageSize)}
 	from, to, done := s.publish(200, 0)
 	<-done
 	r.waitRange(from, to, outageSize, time.Minute, true)
 	r.waitReady(200, time.Minute)
-
-	t.Run("outage", func(t *testing.T) {
-		defer r.use(t)()
-		away(r, s, "outage", sc.Outage, 0, false)
-	})
-
-	t.Run("outage-past-cap", func(t *testing.T) {
-		defer r.use(t)()
-		// The retry cap is a quarter of the outage: the block has been
-		// retrying at the cap for most of it when the emulator returns.
-		capd := max(sc.Outage/4, 2*time.Second)
-		r.block.Stop()
-		r.block.Env["RETRY_MAX_BACKOFF"] = capd.String()
-		r.block.Start()
-		defer func() {
-			r.block.Stop()
-			delete(r.block.Env, "RETRY_MAX_BACKOFF")
-			r.block.Start()
-		}()
-		r.waitReady(200, time.Minute)
-		away(r, s, "outage-past-cap", sc.Outage+capd, capd, false)
-	})
-
-	t.Run("network-cut", func(t *testing.T) {
-		defer r.use(t)()
-		if r.proxy == nil {
-			t.Skip("the file destination has no network")
-		}
-		r.waitReady(200, time.Minute)
-		away(r, s, "network-cut", sc.Outage, 0, true)
-	})
-
-	t.Run("broker-restart", func(t *testing.T) {
-		defer r.use(t)()
-		r.waitReady(200, time.Minute)
-		down := min(max(sc.Outage/4, 3*time.Second), 15*time.Second)
-		k := int(outageRate * (2*down + 10*time.Second).Seconds())
-		reconnects := r.metric("cloudblock_mqtt_reconnects_total")
-		from, to, done := s.publish(k, outageRate)
-		time.Sleep(5 * time.Second) // mid-stream
-		r.broker.Stop()
-		downAt := time.Now()
-		body := r.waitReady(503, 30*time.Second, "not connected to the MQTT broker")
-		if v := r.metric("cloudblock_mqtt_connected"); v != 0 {
-			t.Errorf("cloudblock_mqtt_connected = %v while the broker is down", v)
-		}
-		time.Sleep(time.Until(downAt.Add(down)))
-		r.broker.Start()
-		upAt := time.Now()
-		r.waitMetric("cloudblock_mqtt_connected", time.Minute, func(v float64) bool { return v == 1 })
-		back := time.Since(upAt)
-		<-done
-		tl, _ := r.waitRange(from, to, outageSize, 3*time.Minute, false)
-		r.waitReady(200, time.Minute)
-		note := fmt.Sprintf("broker down %s mid-stream; block reconnected %s after it was back (reconnects %v -> %v); publisher republished %d; /ready said %.100s",
-			down, back.Round(100*time.Millisecond), reconnects, r.metric("cloudblock_mqtt_reconnects_total"), s.pub.Republish.Load(), strings.TrimSpace(body))
-		t.Logf("%s broker-restart: %s; %s", tg.name, tl, note)
-		r.report("broker-restart", tl, 0, note)
-	})
+	return r, s
 }
 
 // away runs one outage of length d: the emulator stopped or, with cut, the

@@ -264,14 +264,6 @@ func (r *rig) waitMetric(name string, timeout time.Duration, cond func(float64) 
 	}
 }
 
-// use makes t the test that the rig's checks fail (a phase's subtest) until
-// the returned func restores the previous one.
-func (r *rig) use(t *testing.T) func() {
-	prev := r.t
-	r.t = t
-	return func() { r.t = prev }
-}
-
 // start runs the block; the first time, it waits until the block has
 // subscribed, since the broker queues nothing for a session that never
 // subscribed.

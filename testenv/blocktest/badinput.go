@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -21,6 +22,11 @@ const (
 	badBudget = 2 << 20
 	topics    = 10_000
 )
+
+// refusedID is the id of a message refused on arrival (too large for the
+// spool): the id of the message received before it, and the receive time
+// in nanoseconds, so it sorts between its neighbours.
+var refusedID = regexp.MustCompile(`^[0-9a-f]{12}-[0-9]{12}-[0-9]{19}$`)
 
 // maxPayload is the largest payload the spool takes on topic: a quarter of
 // the budget less the record's 18 bytes of header and the topic.
@@ -151,6 +157,11 @@ func badInput(t *testing.T, tg *target, sc Scale) {
 	dead := r.block.DeadLetters(t)
 	if len(dead) != 1 || !bytes.Equal(dead[0].Payload, tooLarge) {
 		t.Errorf("dead-letter store: %d entries, want the one too-large payload", len(dead))
+	} else if !refusedID.MatchString(dead[0].ID) {
+		t.Errorf("the too-large payload was dead-lettered as %q, not under an id of the spool's scheme", dead[0].ID)
+	}
+	if v := r.metric("cloudblock_dead_lettered_total"); v != 1 {
+		t.Errorf("cloudblock_dead_lettered_total = %v, want 1 (the too-large payload)", v)
 	}
 	// Retained messages come again with every subscription: restart.
 	r.block.Stop()

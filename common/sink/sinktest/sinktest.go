@@ -1,7 +1,8 @@
 // Package sinktest is the conformance suite every destination runs, against
 // a fake of its SDK client and against its emulator: open/close, a batch,
 // binary and empty payloads, the size limit and one past it, a full batch, a
-// cancelled context, and close after a failed connect.
+// cancelled context, and close after a failed connect. It also holds the
+// helpers the destinations' own tests share (helpers.go).
 package sinktest
 
 import (
@@ -42,7 +43,7 @@ func Messages(n int, payload func(i int) []byte) []sink.Message {
 	out := make([]sink.Message, n)
 	for i := range out {
 		out[i] = sink.Message{
-			ID:       fmt.Sprintf("%s-%012d", prefix, i+1),
+			ID:       spoolID(prefix, i+1),
 			Topic:    "cloud-input/conformance",
 			Received: base.Add(time.Duration(i) * time.Microsecond),
 			Payload:  payload(i),
@@ -61,14 +62,7 @@ func ids(ms []sink.Message) []string {
 
 func connect(t *testing.T, h Harness) sink.Sink {
 	t.Helper()
-	s := h.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := s.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	return s
+	return Connected(t, h.New(t))
 }
 
 func write(t *testing.T, s sink.Sink, ms []sink.Message) {

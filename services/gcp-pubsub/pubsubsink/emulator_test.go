@@ -100,11 +100,7 @@ func (p *puller) messages() []*pubsubpb.PubsubMessage {
 // envSink is the real sink configured from env.
 func envSink(t *testing.T, env map[string]string) *Sink {
 	t.Helper()
-	cfg, err := loadEnv(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newSink(cfg, dialSDK)
+	return newSink(sinktest.MustLoad(t, env, Service.AllVars(), loadDev), dialSDK)
 }
 
 func emulatorEnv(ps *emulators.PubSub, topic string) map[string]string {
@@ -144,12 +140,8 @@ func TestEmulatorAttributesAndErrors(t *testing.T) {
 	ps.CreateTopicSubscription(t, "attrs", "attrs-sub")
 	env := emulatorEnv(ps, "attrs")
 	env["GCP_PUBSUB_ORDERING_KEY"] = "topic"
-	s := envSink(t, env)
+	s := sinktest.Connected(t, envSink(t, env))
 	ctx := context.Background()
-	if err := s.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
 	batch := msgs("one", "two")
 	if err := s.WriteBatch(ctx, batch); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // fakePub stands in for the SDK's publisher. Like the client, it pauses an
@@ -98,27 +99,20 @@ func (f *fakePub) byID() map[string][]byte {
 	return out
 }
 
-func lookup(env map[string]string) config.Lookup {
-	return func(n string) (string, bool) { v, ok := env[n]; return v, ok && v != "" }
-}
+// fakeEnv is the least the sink needs besides a test's own variables.
+var fakeEnv = map[string]string{"GCP_PUBSUB_TOPIC": "tp1", "GCP_PUBSUB_PROJECT_ID": "p1"}
+
+// loadDev is the service's load for the device the tests use.
+func loadDev(l *config.Loader) (Config, error) { return load(l, "dev-1"), nil }
 
 // loadEnv reads the service's variables from env the way run does.
 func loadEnv(env map[string]string) (Config, error) {
-	l := config.NewLoader(lookup(env), Service.AllVars())
-	cfg := load(l, "dev-1")
-	return cfg, l.Err()
+	return sinktest.Load(env, Service.AllVars(), loadDev)
 }
 
 // fakeSink returns a sink on f configured from env (plus a topic and project).
 func fakeSink(t *testing.T, f *fakePub, env map[string]string) *Sink {
 	t.Helper()
-	all := map[string]string{"GCP_PUBSUB_TOPIC": "tp1", "GCP_PUBSUB_PROJECT_ID": "p1"}
-	for k, v := range env {
-		all[k] = v
-	}
-	cfg, err := loadEnv(all)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := sinktest.MustLoad(t, sinktest.With(fakeEnv, env), Service.AllVars(), loadDev)
 	return newSink(cfg, func(context.Context, Config) (publisher, error) { return f, nil })
 }

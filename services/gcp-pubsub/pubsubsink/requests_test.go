@@ -12,6 +12,7 @@ import (
 	"cloud.google.com/go/pubsub/v2/pstest"
 
 	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // requestCounter is a pstest reactor that records the size of every publish
@@ -46,11 +47,8 @@ func TestOneRequestPerBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ordering := range []string{"none", "device"} {
-		s := envSink(t, map[string]string{"GCP_PUBSUB_TOPIC": "batches", "GCP_PUBSUB_PROJECT_ID": "p1", "PUBSUB_EMULATOR_HOST": srv.Addr, "GCP_PUBSUB_ORDERING_KEY": ordering})
+		s := sinktest.Connected(t, envSink(t, map[string]string{"GCP_PUBSUB_TOPIC": "batches", "GCP_PUBSUB_PROJECT_ID": "p1", "PUBSUB_EMULATOR_HOST": srv.Addr, "GCP_PUBSUB_ORDERING_KEY": ordering}))
 		ctx := context.Background()
-		if err := s.Connect(ctx); err != nil {
-			t.Fatal(err)
-		}
 		for _, n := range []int{1, 10, 500, 1000} {
 			batch := make([]sink.Message, n)
 			for i := range batch {
@@ -88,16 +86,9 @@ func (ackAll) React(req any) (bool, any, error) {
 func BenchmarkWriteBatch(b *testing.B) {
 	srv := pstest.NewServer(pstest.ServerReactorOption{FuncName: "Publish", Reactor: ackAll{}})
 	b.Cleanup(func() { srv.Close() })
-	cfg, err := loadEnv(map[string]string{"GCP_PUBSUB_TOPIC": "bench", "GCP_PUBSUB_PROJECT_ID": "p1", "PUBSUB_EMULATOR_HOST": srv.Addr})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := newSink(cfg, dialSDK)
+	env := map[string]string{"GCP_PUBSUB_TOPIC": "bench", "GCP_PUBSUB_PROJECT_ID": "p1", "PUBSUB_EMULATOR_HOST": srv.Addr}
+	s := sinktest.Connected(b, newSink(sinktest.MustLoad(b, env, Service.AllVars(), loadDev), dialSDK))
 	ctx := context.Background()
-	if err := s.Connect(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close(ctx)
 	batch := make([]sink.Message, 500)
 	for i := range batch {
 		batch[i] = sink.Message{ID: fmt.Sprintf("6b0a8d958a8b-%012d", i), Topic: "cloud-input", Received: time.Now(), Payload: make([]byte, 200)}

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,16 +16,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
-func TestEnvTable(t *testing.T) {
-	if err := config.SyncTable("../README.md", Service.AllVars(), os.Getenv("UPDATE_DOCS") != ""); err != nil {
-		t.Fatal(err)
-	}
-}
+func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }
 
 func TestConformanceFake(t *testing.T) {
 	f := newFakePub()
@@ -43,26 +37,15 @@ func TestConformanceFake(t *testing.T) {
 	})
 }
 
+// connected returns a sink on f configured from env, connected.
 func connected(t *testing.T, f *fakePub, env map[string]string) *Sink {
 	t.Helper()
-	s := fakeSink(t, f, env)
-	if err := s.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return sinktest.Connected(t, fakeSink(t, f, env))
 }
 
+// msgs is a batch of the payloads; ids epoch-000000000001 and on.
 func msgs(payloads ...string) []sink.Message {
-	out := make([]sink.Message, len(payloads))
-	for i, p := range payloads {
-		out[i] = sink.Message{
-			ID:       "epoch-" + string(rune('a'+i)),
-			Topic:    "cloud-input/sensors",
-			Received: time.Date(2024, 3, 5, 7, 8, 9, 123456000, time.FixedZone("x", 3600)),
-			Payload:  []byte(p),
-		}
-	}
-	return out
+	return sinktest.Batch("epoch", "cloud-input/sensors", time.Date(2024, 3, 5, 7, 8, 9, 123456000, time.FixedZone("x", 3600)), payloads...)
 }
 
 func TestMessageMapping(t *testing.T) {
@@ -79,7 +62,7 @@ func TestMessageMapping(t *testing.T) {
 			t.Fatalf("%d published", len(f.published))
 		}
 		m := f.published[0]
-		want := map[string]string{"id": "epoch-a", "topic": "cloud-input/sensors", "received": "2024-03-05T06:08:09.123456Z", "device": "dev-1"}
+		want := map[string]string{"id": "epoch-000000000001", "topic": "cloud-input/sensors", "received": "2024-03-05T06:08:09.123456Z", "device": "dev-1"}
 		for k, v := range want {
 			if m.Attributes[k] != v {
 				t.Errorf("%s: attribute %s = %q, want %q", mode, k, m.Attributes[k], v)
@@ -178,7 +161,7 @@ func TestTooLargeIsPermanent(t *testing.T) {
 		}
 	}
 	// Checked before publishing: the client never saw them.
-	if f.attempts["epoch-b"] != 0 || f.attempts["epoch-c"] != 0 {
+	if f.attempts["epoch-000000000002"] != 0 || f.attempts["epoch-000000000003"] != 0 {
 		t.Errorf("oversized messages were published: %v", f.attempts)
 	}
 }
@@ -199,7 +182,7 @@ func TestInvalidArgumentIsolated(t *testing.T) {
 	if !errors.As(err, &be) || len(be.Failed) != 1 || !sink.IsPermanent(be.Failed[1]) {
 		t.Fatalf("got %v", err)
 	}
-	if got := f.byID(); len(got) != 2 || string(got["epoch-a"]) != "a" || string(got["epoch-c"]) != "c" {
+	if got := f.byID(); len(got) != 2 || string(got["epoch-000000000001"]) != "a" || string(got["epoch-000000000003"]) != "c" {
 		t.Errorf("published %v", got)
 	}
 	// Alone in its batch, InvalidArgument is permanent at once.

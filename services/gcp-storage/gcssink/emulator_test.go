@@ -82,11 +82,7 @@ func readAll(t testing.TB, g *emulators.GCS, bucket string) map[string][]byte {
 
 func envSink(t *testing.T, env map[string]string) *Sink {
 	t.Helper()
-	cfg, err := loadEnv(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newSink(cfg, dialRaw)
+	return newSink(sinktest.MustLoad(t, env, Service.AllVars(), loadDev), dialRaw)
 }
 
 func TestConformanceEmulator(t *testing.T) {
@@ -122,11 +118,8 @@ func TestConformanceEmulator(t *testing.T) {
 func TestEmulatorObjects(t *testing.T) {
 	g := startGCS(t)
 	g.CreateBucket(t, "objects")
-	s := envSink(t, map[string]string{"GCP_STORAGE_BUCKET": "objects", "STORAGE_EMULATOR_HOST": "http://" + g.Host, "GCP_STORAGE_GZIP": "true"})
+	s := sinktest.Connected(t, envSink(t, map[string]string{"GCP_STORAGE_BUCKET": "objects", "STORAGE_EMULATOR_HOST": "http://" + g.Host, "GCP_STORAGE_GZIP": "true"}))
 	ctx := context.Background()
-	if err := s.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
 	batch := msgs(`{"t":1}`, "two", "\xff")
 	for range 2 {
 		if err := s.WriteBatch(ctx, batch); err != nil {

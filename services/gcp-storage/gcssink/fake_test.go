@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/objstore"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // stored is an object as the fake keeps it.
@@ -28,10 +29,9 @@ type fakeBucket struct {
 	mu      sync.Mutex
 	objects map[string]stored
 	// fail, if set, returns the error for an object (nil writes it).
-	fail    func(o *objstore.Object) error
-	inserts int
-	// inFlight and peak count concurrent inserts.
-	inFlight, peak int
+	fail     func(o *objstore.Object) error
+	inserts  int
+	inFlight sinktest.Concurrency // inserts
 	// gate, if set, holds every insert until it is closed.
 	gate chan struct{}
 }
@@ -39,17 +39,11 @@ type fakeBucket struct {
 func newFakeBucket() *fakeBucket { return &fakeBucket{objects: map[string]stored{}} }
 
 func (f *fakeBucket) Insert(ctx context.Context, bucket string, o *objstore.Object) error {
+	defer f.inFlight.Enter()()
 	f.mu.Lock()
 	f.inserts++
-	f.inFlight++
-	f.peak = max(f.peak, f.inFlight)
 	gate := f.gate
 	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		f.inFlight--
-		f.mu.Unlock()
-	}()
 	if gate != nil {
 		select {
 		case <-gate:
@@ -119,25 +113,17 @@ func decodeObject(t testing.TB, key string, body []byte, contentType, contentEnc
 	return out
 }
 
-func lookup(env map[string]string) config.Lookup {
-	return func(n string) (string, bool) { v, ok := env[n]; return v, ok && v != "" }
-}
+// loadDev is the service's load for the device the tests use.
+func loadDev(l *config.Loader) (Config, error) { return load(l, "dev-1"), nil }
 
+// loadEnv reads the service's variables from env the way run does.
 func loadEnv(env map[string]string) (Config, error) {
-	l := config.NewLoader(lookup(env), Service.AllVars())
-	cfg := load(l, "dev-1")
-	return cfg, l.Err()
+	return sinktest.Load(env, Service.AllVars(), loadDev)
 }
 
+// fakeSink returns a sink on f configured from env (plus a bucket).
 func fakeSink(t *testing.T, f *fakeBucket, env map[string]string) *Sink {
 	t.Helper()
-	all := map[string]string{"GCP_STORAGE_BUCKET": "bkt"}
-	for k, v := range env {
-		all[k] = v
-	}
-	cfg, err := loadEnv(all)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := sinktest.MustLoad(t, sinktest.With(map[string]string{"GCP_STORAGE_BUCKET": "bkt"}, env), Service.AllVars(), loadDev)
 	return newSink(cfg, func(context.Context, Config) (inserter, error) { return f, nil })
 }

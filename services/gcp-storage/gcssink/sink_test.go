@@ -8,27 +8,20 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/api/googleapi"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
-func TestEnvTable(t *testing.T) {
-	if err := config.SyncTable("../README.md", Service.AllVars(), os.Getenv("UPDATE_DOCS") != ""); err != nil {
-		t.Fatal(err)
-	}
-}
+func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }
 
 // The modes the conformance suite runs in, against the fake and the emulator.
 var modes = map[string]map[string]string{
@@ -56,26 +49,15 @@ func TestConformanceFake(t *testing.T) {
 	}
 }
 
+// connected returns a sink on f configured from env, connected.
 func connected(t *testing.T, f *fakeBucket, env map[string]string) *Sink {
 	t.Helper()
-	s := fakeSink(t, f, env)
-	if err := s.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return sinktest.Connected(t, fakeSink(t, f, env))
 }
 
+// msgs is a batch of the payloads; ids ep-000000000001 and on.
 func msgs(payloads ...string) []sink.Message {
-	out := make([]sink.Message, len(payloads))
-	for i, p := range payloads {
-		out[i] = sink.Message{
-			ID:       fmt.Sprintf("ep-%012d", i+1),
-			Topic:    "cloud-input/a",
-			Received: time.Date(2024, 3, 5, 7, 8, 9, 0, time.UTC),
-			Payload:  []byte(p),
-		}
-	}
-	return out
+	return sinktest.Batch("ep", "cloud-input/a", sinktest.Received, payloads...)
 }
 
 func TestObjectLayout(t *testing.T) {
@@ -92,8 +74,8 @@ func TestObjectLayout(t *testing.T) {
 	if !ok || o.contentType != "application/x-ndjson" || o.contentEnc != "" {
 		t.Fatalf("objects %v, want %s: %+v", f.keys(), key, o)
 	}
-	want := `{"id":"ep-000000000001","topic":"cloud-input/a","received":"2024-03-05T07:08:09Z","device":"dev-1","json":{"t":1}}` + "\n" +
-		`{"id":"ep-000000000002","topic":"cloud-input/a","received":"2024-03-05T07:08:09Z","device":"dev-1","text":"two"}` + "\n"
+	want := `{"id":"ep-000000000001","topic":"cloud-input/a","received":"2024-03-05T07:08:09.123456789Z","device":"dev-1","json":{"t":1}}` + "\n" +
+		`{"id":"ep-000000000002","topic":"cloud-input/a","received":"2024-03-05T07:08:09.123456789Z","device":"dev-1","text":"two"}` + "\n"
 	if string(o.body) != want {
 		t.Errorf("body:\n%s\nwant:\n%s", o.body, want)
 	}
@@ -225,8 +207,8 @@ func TestMessageModeConcurrentWithPerMessageFailures(t *testing.T) {
 	if e := be.Failed[20]; !sink.IsPermanent(e) || !strings.Contains(e.Error(), "payload of 16 bytes exceeds GCP_STORAGE_MAX_MESSAGE_BYTES (10 bytes)") {
 		t.Errorf("[20] = %v", e)
 	}
-	if f.peak != uploadConcurrency || len(f.objects) != 18 {
-		t.Errorf("peak %d uploads at once (want %d), %d objects", f.peak, uploadConcurrency, len(f.objects))
+	if f.inFlight.Peak() != uploadConcurrency || len(f.objects) != 18 {
+		t.Errorf("peak %d uploads at once (want %d), %d objects", f.inFlight.Peak(), uploadConcurrency, len(f.objects))
 	}
 }
 
@@ -294,14 +276,7 @@ func TestTokenRefusedIsAuthError(t *testing.T) {
 	key := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	js, _ := json.Marshal(map[string]string{"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com",
 		"private_key": key, "token_uri": tokens.URL + "/token"})
-	cfg, err := loadEnv(map[string]string{"GCP_STORAGE_BUCKET": "bkt", "GCP_STORAGE_CREDENTIALS_JSON": string(js)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSink(cfg, dialRaw)
-	if err := s.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	s := sinktest.Connected(t, envSink(t, map[string]string{"GCP_STORAGE_BUCKET": "bkt", "GCP_STORAGE_CREDENTIALS_JSON": string(js)}))
 	err = s.WriteBatch(context.Background(), msgs("a"))
 	if !sink.IsAuth(err) || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Fatalf("got %v", err)

@@ -1,23 +1,19 @@
 package s3sink
 
 import (
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
-func TestEnvTable(t *testing.T) {
-	if err := config.SyncTable("../README.md", Service.AllVars(), os.Getenv("UPDATE_DOCS") != ""); err != nil {
-		t.Fatal(err)
-	}
-}
+func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }
 
 func configErr(env map[string]string) string {
-	l := config.NewLoader(lookup(env), Service.AllVars())
+	l := config.NewLoader(sinktest.Env(env), Service.AllVars())
 	New(l, run.Info{Device: "d"})
 	if err := l.Err(); err != nil {
 		return err.Error()

@@ -220,10 +220,7 @@ func TestMissingBucketGofakes3(t *testing.T) {
 	}
 	for _, mode := range []string{"batch", "message"} {
 		bucket := st.createBucket(t, "deleted-"+mode)
-		s := loadSink(t, st.env(bucket, map[string]string{"AWS_S3_OBJECT_MODE": mode}))
-		if err := s.Connect(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		s := sinktest.Connected(t, loadSink(t, st.env(bucket, map[string]string{"AWS_S3_OBJECT_MODE": mode})))
 		if _, err := st.client().DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: aws.String(bucket)}); err != nil {
 			t.Fatal(err)
 		}
@@ -259,10 +256,7 @@ func TestDefaultCredentialChain(t *testing.T) {
 
 	t.Setenv("AWS_ACCESS_KEY_ID", "from-env")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "from-env-secret")
-	s := loadSink(t, env)
-	if err := s.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	s := sinktest.Connected(t, loadSink(t, env))
 	ms := textMessages(3, 10)
 	if err := s.WriteBatch(context.Background(), ms); err != nil {
 		t.Fatal(err)

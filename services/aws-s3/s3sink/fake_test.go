@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // storedObject is what a PUT left in fakeS3.
@@ -24,8 +26,7 @@ type fakeS3 struct {
 	bucket   string
 	objects  map[string]storedObject
 	puts     int
-	inFlight int
-	maxIn    int
+	inFlight sinktest.Concurrency // PUTs
 	fail     func(op, key string) error
 	// hold, when set, blocks each PUT until it is closed (to observe concurrency).
 	hold chan struct{}
@@ -54,16 +55,10 @@ func (f *fakeS3) HeadBucket(ctx context.Context, in *s3.HeadBucketInput, _ ...fu
 }
 
 func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	defer f.inFlight.Enter()()
 	f.mu.Lock()
-	f.inFlight++
-	f.maxIn = max(f.maxIn, f.inFlight)
 	hold, fail := f.hold, f.fail
 	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		f.inFlight--
-		f.mu.Unlock()
-	}()
 	if hold != nil {
 		select {
 		case <-hold:

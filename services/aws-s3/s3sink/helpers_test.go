@@ -9,43 +9,27 @@ import (
 
 	"github.com/aws/smithy-go"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 const testBucket = "test-bucket"
 
-func lookup(env map[string]string) config.Lookup {
-	return func(n string) (string, bool) { v, ok := env[n]; return v, ok && v != "" }
-}
-
 // baseEnv is a valid configuration; with overrides applied ("" unsets).
 func baseEnv(overrides map[string]string) map[string]string {
-	env := map[string]string{
+	return sinktest.With(map[string]string{
 		"AWS_S3_BUCKET":     testBucket,
 		"AWS_S3_REGION":     "us-east-1",
 		"AWS_S3_ACCESS_KEY": "AKIATESTTESTTEST",
 		"AWS_S3_SECRET_KEY": "test-secret",
-	}
-	for k, v := range overrides {
-		env[k] = v
-	}
-	return env
+	}, overrides)
 }
 
 // loadSink builds a sink from env, failing the test on a configuration error.
 func loadSink(t testing.TB, env map[string]string) *Sink {
 	t.Helper()
-	l := config.NewLoader(lookup(env), Service.AllVars())
-	snk, err := New(l, run.Info{Service: "aws-s3", Device: "dev-1"})
-	if err := l.Err(); err != nil {
-		t.Fatalf("configuration: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snk.(*Sink)
+	return sinktest.MustLoadSink(t, Service, run.Info{Device: "dev-1"}, env).(*Sink)
 }
 
 // fakeSink is a sink over the in-memory fake.

@@ -18,14 +18,10 @@ import (
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
+// connected is a sink over f, connected.
 func connected(t *testing.T, f *fakeS3, overrides map[string]string) *Sink {
 	t.Helper()
-	s := fakeSink(t, f, overrides)
-	if err := s.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	return s
+	return sinktest.Connected(t, fakeSink(t, f, overrides))
 }
 
 func storedObjects(f *fakeS3) []object {
@@ -147,21 +143,15 @@ func TestMessageModeBoundedConcurrency(t *testing.T) {
 	f.hold = make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- s.WriteBatch(context.Background(), textMessages(50, 10)) }()
-	for {
-		f.mu.Lock()
-		n := f.inFlight
-		f.mu.Unlock()
-		if n == putConcurrency {
-			break
-		}
+	for f.inFlight.Now() != putConcurrency {
 		time.Sleep(time.Millisecond)
 	}
 	close(f.hold)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if f.maxIn != putConcurrency || f.puts != 50 {
-		t.Errorf("max in flight %d (want %d), puts %d", f.maxIn, putConcurrency, f.puts)
+	if f.inFlight.Peak() != putConcurrency || f.puts != 50 {
+		t.Errorf("max in flight %d (want %d), puts %d", f.inFlight.Peak(), putConcurrency, f.puts)
 	}
 }
 

@@ -42,7 +42,7 @@ func azuriteEnv(a *emulators.Azurite, ctr string) map[string]string {
 }
 
 // realSink builds the sink as New does, with the real SDK clients.
-func realSink(t *testing.T, env map[string]string, logs *logBuffer) *Sink {
+func realSink(t *testing.T, env map[string]string, logs *sinktest.LogBuffer) *Sink {
 	t.Helper()
 	c := loadEnv(t, env)
 	cl, err := newClients(c)
@@ -50,9 +50,9 @@ func realSink(t *testing.T, env map[string]string, logs *logBuffer) *Sink {
 		t.Fatal(err)
 	}
 	if logs == nil {
-		logs = &logBuffer{}
+		logs = &sinktest.LogBuffer{}
 	}
-	return newSink(c, cl, logs.logger())
+	return newSink(c, cl, logs.Logger())
 }
 
 // listBlobs downloads every blob of a container with its headers.
@@ -147,7 +147,7 @@ func TestAzuriteConnect(t *testing.T) {
 
 	// A well-formed key of the wrong account.
 	wrong := strings.Repeat("A", 86) + "=="
-	logs := &logBuffer{}
+	logs := &sinktest.LogBuffer{}
 	s = realSink(t, with(azuriteEnv(a, "created"), "AZURE_BLOB_STORAGE_ACCOUNT_KEY", wrong), logs)
 	err = s.Connect(ctx)
 	if !sink.IsAuth(err) {
@@ -192,7 +192,7 @@ func TestAzuriteWriteOnlySAS(t *testing.T) {
 		"AZURE_BLOB_CONNECTIONSTRING": "BlobEndpoint=" + strings.TrimSuffix(a.BlobEndpoint, "/") + ";SharedAccessSignature=" + qp.Encode(),
 		"AZURE_BLOB_CONTAINER_NAME":   "sas",
 	}
-	logs := &logBuffer{}
+	logs := &sinktest.LogBuffer{}
 	s := realSink(t, env, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

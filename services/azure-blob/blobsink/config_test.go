@@ -6,6 +6,7 @@ import (
 
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 const ways = "exactly one way to authenticate: AZURE_BLOB_STORAGE_ACCOUNT with AZURE_BLOB_STORAGE_ACCOUNT_KEY; or AZURE_BLOB_CONNECTIONSTRING; or AZURE_BLOB_TENANT_ID, AZURE_BLOB_CLIENT_ID and AZURE_BLOB_CLIENT_SECRET; or AZURE_BLOB_USE_ENTRA=true"
@@ -48,7 +49,7 @@ func TestConfigErrors(t *testing.T) {
 				`AZURE_BLOB_GZIP="true" is invalid: want false when AZURE_BLOB_OBJECT_MODE is message, which stores each payload unchanged`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := config.NewLoader(lookup(tc.env), Service.AllVars())
+			l := config.NewLoader(sinktest.Env(tc.env), Service.AllVars())
 			s, err := New(l, run.Info{})
 			if s != nil || err == nil || err.Error() != l.Err().Error() {
 				t.Fatalf("New returned %v, %v; want no sink and the loader's problems", s, err)
@@ -89,7 +90,7 @@ func TestConfigValid(t *testing.T) {
 			"AZURE_BLOB_ENDPOINT": "https://acct1.blob.core.usgovcloudapi.net/"}, authEntraDefault, "https://acct1.blob.core.usgovcloudapi.net/"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := config.NewLoader(lookup(tc.env), Service.AllVars())
+			l := config.NewLoader(sinktest.Env(tc.env), Service.AllVars())
 			s, err := New(l, run.Info{Device: "dev1"})
 			if err := l.Err(); err != nil {
 				t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // fakeBlob is a stored blob.
@@ -35,7 +37,8 @@ type fakeStore struct {
 	// delay, if set, is how long an upload takes.
 	delay time.Duration
 
-	uploads, inFlight, maxInFlight int
+	uploads  int
+	inFlight sinktest.Concurrency // uploads
 }
 
 func newFakeStore(containers ...string) *fakeStore {
@@ -79,15 +82,7 @@ func (f *fakeStore) UploadBuffer(ctx context.Context, ctr, name string, buf []by
 	if err := f.check(ctx, "upload", name); err != nil {
 		return azblob.UploadBufferResponse{}, err
 	}
-	f.mu.Lock()
-	f.inFlight++
-	f.maxInFlight = max(f.maxInFlight, f.inFlight)
-	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		f.inFlight--
-		f.mu.Unlock()
-	}()
+	defer f.inFlight.Enter()()
 	if f.delay > 0 {
 		select {
 		case <-time.After(f.delay):

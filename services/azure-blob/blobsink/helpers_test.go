@@ -1,38 +1,23 @@
 package blobsink
 
 import (
-	"bytes"
-	"log/slog"
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/objstore"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // devKey is the well-known key of Azurite's devstoreaccount1, not a secret.
 const devKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
-// lookup serves variables from a map.
-func lookup(env map[string]string) config.Lookup {
-	return func(n string) (string, bool) {
-		v, ok := env[n]
-		return v, ok && v != ""
-	}
-}
-
 // loadEnv loads the service's configuration from env, or fails the test.
 func loadEnv(t *testing.T, env map[string]string) Config {
 	t.Helper()
-	l := config.NewLoader(lookup(env), Service.AllVars())
-	c := load(l, "test-device")
-	if err := l.Err(); err != nil {
-		t.Fatalf("configuration: %v", err)
-	}
-	return c
+	return sinktest.MustLoad(t, env, Service.AllVars(), func(l *config.Loader) (Config, error) { return load(l, "test-device"), nil })
 }
 
 // with returns base plus the given variables.
@@ -45,28 +30,6 @@ func with(base map[string]string, kv ...string) map[string]string {
 		out[kv[i]] = kv[i+1]
 	}
 	return out
-}
-
-// logBuffer collects a sink's logs so tests can look for secrets in them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // storedBlob is one blob as read back from a store.

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
@@ -25,13 +24,13 @@ var fakeEnv = map[string]string{
 }
 
 // fakeSink returns a sink over store configured by env.
-func fakeSink(t *testing.T, store *fakeStore, env map[string]string, logs *logBuffer) *Sink {
+func fakeSink(t *testing.T, store *fakeStore, env map[string]string, logs *sinktest.LogBuffer) *Sink {
 	t.Helper()
 	c := loadEnv(t, env)
 	if logs == nil {
-		logs = &logBuffer{}
+		logs = &sinktest.LogBuffer{}
 	}
-	return newSink(c, store.clients(c.Container), logs.logger())
+	return newSink(c, store.clients(c.Container), logs.Logger())
 }
 
 func fakeBlobs(store *fakeStore, ctr string) []storedBlob {
@@ -125,7 +124,7 @@ func keys[V any](m map[string]V) []string {
 // messages) finds its blob and leaves it as it is.
 func TestResendKeepsStoredBlob(t *testing.T) {
 	store := newFakeStore("ctr")
-	logs := &logBuffer{}
+	logs := &sinktest.LogBuffer{}
 	s := fakeSink(t, store, fakeEnv, logs)
 	batch := msgs(5, oneTopic)
 	if err := s.WriteBatch(context.Background(), batch); err != nil {
@@ -235,8 +234,8 @@ func TestUploadConcurrencyBounded(t *testing.T) {
 	if err := s.WriteBatch(context.Background(), msgs(30, oneTopic)); err != nil {
 		t.Fatal(err)
 	}
-	if store.maxInFlight != 3 {
-		t.Errorf("%d uploads at once, want 3", store.maxInFlight)
+	if store.inFlight.Peak() != 3 {
+		t.Errorf("%d uploads at once, want 3", store.inFlight.Peak())
 	}
 	t.Logf("30 uploads of 20 ms, 3 at once: %s", time.Since(start).Round(time.Millisecond))
 }
@@ -327,7 +326,7 @@ func TestConnect(t *testing.T) {
 			}
 			return nil
 		}
-		logs := &logBuffer{}
+		logs := &sinktest.LogBuffer{}
 		if err := fakeSink(t, store, fakeEnv, logs).Connect(ctx); err != nil {
 			t.Fatalf("a credential that may only write must connect: %v", err)
 		}
@@ -374,8 +373,4 @@ func TestCancelledMidBatch(t *testing.T) {
 	}
 }
 
-func TestEnvTable(t *testing.T) {
-	if err := config.SyncTable("../README.md", Service.AllVars(), os.Getenv("UPDATE_DOCS") != ""); err != nil {
-		t.Fatal(err)
-	}
-}
+func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }

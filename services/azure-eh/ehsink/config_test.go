@@ -3,21 +3,16 @@ package ehsink
 import (
 	"bytes"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
-func TestEnvTable(t *testing.T) {
-	if err := config.SyncTable("../README.md", Service.AllVars(), os.Getenv("UPDATE_DOCS") != ""); err != nil {
-		t.Fatal(err)
-	}
-}
+func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }
 
 const (
 	testKey  = "c2VjcmV0LWtleS12YWx1ZQ=="
@@ -30,11 +25,7 @@ const (
 // joined configuration error and what was logged.
 func load(env map[string]string) (*Sink, error, string) {
 	var logs bytes.Buffer
-	l := config.NewLoader(func(n string) (string, bool) { v, ok := env[n]; return v, ok && v != "" }, Service.AllVars())
-	s, err := New(l, run.Info{Service: "azure-eh", Device: "dev-1", Log: slog.New(slog.NewJSONHandler(&logs, nil))})
-	if err == nil {
-		err = l.Err()
-	}
+	s, err := sinktest.LoadSink(Service, run.Info{Device: "dev-1", Log: slog.New(slog.NewJSONHandler(&logs, nil))}, env)
 	snk, _ := s.(*Sink)
 	return snk, err, logs.String()
 }

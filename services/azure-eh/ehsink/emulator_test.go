@@ -8,13 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
@@ -24,54 +21,18 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
 
-// logBuf collects a sink's logs, checked for the key when the test ends.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// newSink builds the sink the way the binary does, from variables.
+// newSink builds the sink the way the binary does, from variables; when the
+// test ends it is closed and its log checked for the key.
 func newSink(t *testing.T, h *ehtest.Hub, device string, env map[string]string) sink.Sink {
 	t.Helper()
-	all := map[string]string{"AZURE_EH_CONNECTIONSTRING": h.ConnectionString}
-	for k, v := range env {
-		all[k] = v
-	}
-	logs := &logBuf{}
-	l := config.NewLoader(func(n string) (string, bool) { v, ok := all[n]; return v, ok && v != "" }, ehsink.Service.AllVars())
-	s, err := ehsink.New(l, run.Info{Service: "azure-eh", Device: device, Log: slog.New(slog.NewJSONHandler(logs, nil))})
-	if err == nil {
-		err = l.Err()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	logs := &sinktest.LogBuffer{}
+	env = sinktest.With(map[string]string{"AZURE_EH_CONNECTIONSTRING": h.ConnectionString}, env)
+	s := sinktest.MustLoadSink(t, ehsink.Service, run.Info{Device: device, Log: logs.Logger()}, env)
 	t.Cleanup(func() {
 		s.Close(context.Background())
 		h.CheckNoKey(t, "the sink's log", logs.String())
 	})
 	return s
-}
-
-func connect(t *testing.T, s sink.Sink) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	if err := s.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
 }
 
 func write(t *testing.T, s sink.Sink, ms []sink.Message) {
@@ -130,7 +91,7 @@ func TestConformanceEmulator(t *testing.T) {
 func TestEmulatorEventProperties(t *testing.T) {
 	h := ehtest.Start(t, ehfake.Options{Partitions: 2})
 	s := newSink(t, h, "device-42", nil)
-	connect(t, s)
+	sinktest.Connected(t, s)
 	ms := sinktest.Messages(2, func(i int) []byte { return []byte{byte(i), 0, 0xff, '\n'} })
 	ms[1].Topic = "cloud-input/ünï/+x"
 	write(t, s, ms)
@@ -151,7 +112,7 @@ func TestEmulatorEventProperties(t *testing.T) {
 func TestEmulatorPartitionKeyByTopic(t *testing.T) {
 	h := ehtest.Start(t, ehfake.Options{Partitions: 4})
 	s := newSink(t, h, "dev", map[string]string{"AZURE_EH_PARTITION_KEY": "topic"})
-	connect(t, s)
+	sinktest.Connected(t, s)
 	topics := []string{"site/a", "site/b", "site/c", "site/d", "site/e"}
 	ms := sinktest.Messages(50, func(i int) []byte { return fmt.Appendf(nil, "m%d", i) })
 	for i := range ms {
@@ -175,7 +136,7 @@ func TestEmulatorPartitionKeyByTopic(t *testing.T) {
 func TestEmulatorPartitionID(t *testing.T) {
 	h := ehtest.Start(t, ehfake.Options{Partitions: 4})
 	s := newSink(t, h, "dev", map[string]string{"AZURE_EH_PARTITION_ID": "2"})
-	connect(t, s)
+	sinktest.Connected(t, s)
 	if lim := s.Limits(); lim.MaxInFlight != 1 {
 		t.Errorf("MaxInFlight %d with a fixed partition", lim.MaxInFlight)
 	}
@@ -192,7 +153,7 @@ func TestEmulatorLimitsAndSplitting(t *testing.T) {
 	h := ehtest.Start(t, ehfake.Options{MaxMessageSize: 64 << 10, Partitions: 1})
 	h.NeedFake(t, "sets the hub's size limit")
 	s := newSink(t, h, "dev", nil)
-	connect(t, s)
+	sinktest.Connected(t, s)
 	lim := s.Limits()
 	t.Logf("64 KiB hub: %+v", lim)
 	if lim.MaxMessageBytes < 64<<10-1024 || lim.MaxMessageBytes >= 64<<10 {
@@ -211,7 +172,7 @@ func TestEmulatorOutageAndRecovery(t *testing.T) {
 	h := ehtest.Start(t, ehfake.Options{Partitions: 2})
 	h.NeedFake(t, "stops and restarts the hub")
 	s := newSink(t, h, "dev", nil)
-	connect(t, s)
+	sinktest.Connected(t, s)
 	before := sinktest.Messages(5, func(i int) []byte { return fmt.Appendf(nil, "before %d", i) })
 	write(t, s, before)
 

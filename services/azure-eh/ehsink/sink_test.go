@@ -35,13 +35,10 @@ func TestConformanceFake(t *testing.T) {
 	})
 }
 
+// connected connects s and returns its limits.
 func connected(t *testing.T, s *Sink) sink.Limits {
 	t.Helper()
-	if err := s.Connect(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	return s.Limits()
+	return sinktest.Connected(t, s).Limits()
 }
 
 func msgs(n, size int) []sink.Message {

@@ -3,8 +3,8 @@ package sqsfake
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +44,7 @@ func TestSDKRetriesThroughOutage(t *testing.T) {
 	e := newEnv(t)
 	e.needFake()
 	url := e.createQueue("retry", nil)
-	patient := newClient(t, e.url, 20, 50*time.Millisecond)
+	patient := Client(e.url, retrying(20, 50*time.Millisecond))
 
 	e.fake.SetDown(true)
 	var wg sync.WaitGroup
@@ -113,9 +113,7 @@ func TestFailNextEntries(t *testing.T) {
 // The wire format itself, checked without the SDK: what a real SQS endpoint answers.
 func TestWireFormat(t *testing.T) {
 	fake := New()
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
-	defer fake.Close()
+	srv := fake.Listen(t)
 
 	post := func(target, ctype, body string) (*http.Response, map[string]any) {
 		t.Helper()
@@ -221,5 +219,34 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 	if got != senders*perSender*10 {
 		t.Errorf("received %d messages, want %d", got, senders*perSender*10)
+	}
+}
+
+// An Endpoint stopped refuses connections (SetDown answers 503 instead) and,
+// started again, serves the same queues on the same port.
+func TestEndpointStopStart(t *testing.T) {
+	ep := New().Listen(t)
+	c := Client(ep.URL)
+	_, url := CreateQueue(t, c, "outage", nil)
+	if _, err := c.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String("kept")}); err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	ep.Stop()
+	ep.Stop()
+	if _, err := c.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url)}); err == nil {
+		t.Fatal("a call to a stopped endpoint succeeded")
+	}
+	if conn, err := net.Dial("tcp", strings.TrimPrefix(ep.URL, "http://")); err == nil {
+		conn.Close()
+		t.Fatal("a stopped endpoint accepted a connection")
+	}
+	for range 2 {
+		if err := ep.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := c.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(url)})
+	if err != nil || len(out.Messages) != 1 || aws.ToString(out.Messages[0].Body) != "kept" {
+		t.Fatalf("after Start: %v %+v", err, out)
 	}
 }

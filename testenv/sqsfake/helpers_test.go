@@ -1,12 +1,8 @@
 package sqsfake
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
@@ -44,14 +38,9 @@ func newEnv(t *testing.T) *env {
 		e.fake = New()
 		e.clock = &fakeClock{now: time.Now().Truncate(time.Second)}
 		e.fake.now = e.clock.Now
-		srv := httptest.NewServer(e.fake)
-		t.Cleanup(func() {
-			e.fake.Close()
-			srv.Close()
-		})
-		e.url = srv.URL
+		e.url = e.fake.Listen(t).URL
 	}
-	e.client = newClient(t, e.url, 1, 0)
+	e.client = Client(e.url)
 	return e
 }
 
@@ -63,58 +52,20 @@ func (e *env) needFake() {
 	}
 }
 
-// newClient builds the real SDK client the way a service would, but with no shared config
-// files (so the developer's ~/.aws cannot change the outcome) and the given retry policy.
-func newClient(t *testing.T, endpoint string, attempts int, maxBackoff time.Duration) *sqs.Client {
-	t.Helper()
-	opts := []func(*config.LoadOptions) error{
-		config.WithRegion("us-east-1"),
-		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("AKIDSQSFAKETEST", "secret", "")),
-		config.WithSharedConfigFiles([]string{}),
-		config.WithSharedCredentialsFiles([]string{}),
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = attempts
-				if maxBackoff > 0 {
-					o.MaxBackoff = maxBackoff
-				}
-			})
-		}),
+// retrying makes a client retry a failed call up to attempts times in all,
+// waiting at most maxBackoff between tries.
+func retrying(attempts int, maxBackoff time.Duration) func(*sqs.Options) {
+	return func(o *sqs.Options) {
+		o.RetryMaxAttempts = attempts
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) { so.MaxBackoff = maxBackoff })
 	}
-	cfg, err := config.LoadDefaultConfig(t.Context(), opts...)
-	if err != nil {
-		t.Fatalf("load config: %v", err)
-	}
-	return sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) })
-}
-
-var queueSeq struct {
-	sync.Mutex
-	n int
 }
 
 // createQueue creates a queue with a name unique to the test run (so the tests can share an
 // external endpoint) and returns its URL.
 func (e *env) createQueue(base string, attrs map[string]string) string {
 	e.t.Helper()
-	queueSeq.Lock()
-	queueSeq.n++
-	n := queueSeq.n
-	queueSeq.Unlock()
-	stem, fifo := strings.CutSuffix(base, ".fifo")
-	name := fmt.Sprintf("%s-%d-%d", stem, time.Now().UnixNano()%1e9, n)
-	if fifo {
-		name += ".fifo"
-	}
-	out, err := e.client.CreateQueue(e.t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
-	if err != nil {
-		e.t.Fatalf("create queue %s: %v", name, err)
-	}
-	url := aws.ToString(out.QueueUrl)
-	e.t.Cleanup(func() {
-		// The test's context is gone by now.
-		e.client.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(url)})
-	})
+	_, url := CreateQueue(e.t, e.client, base, attrs)
 	return url
 }
 

@@ -232,3 +232,16 @@ func TestMessageRetention(t *testing.T) {
 		t.Errorf("after the retention period ApproximateNumberOfMessages = %s, want 0", got)
 	}
 }
+
+// CreateQueue names each queue apart, and makes a .fifo one FIFO.
+func TestCreateQueueHelper(t *testing.T) {
+	e := newEnv(t)
+	a, url := CreateQueue(t, e.client, "helper.fifo", nil)
+	b, _ := CreateQueue(t, e.client, "helper.fifo", nil)
+	if !strings.HasPrefix(a, "helper-") || !strings.HasSuffix(a, ".fifo") || a == b {
+		t.Errorf("queue names %s and %s", a, b)
+	}
+	if got := e.queueAttr(url, "FifoQueue"); got != "true" {
+		t.Errorf("FifoQueue = %q", got)
+	}
+}

@@ -506,3 +506,30 @@ func TestCloseEndsLongPolls(t *testing.T) {
 		t.Fatal("Close did not end the long poll")
 	}
 }
+
+// A Reader takes every message, once, in order, and leaves the queue empty.
+func TestReader(t *testing.T) {
+	e := newEnv(t)
+	e.needFake()
+	url := e.createQueue("reader.fifo", fifoAttrs())
+	for i := range 12 {
+		if _, err := e.client.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String(fmt.Sprint(i)),
+			MessageGroupId: aws.String("g"), MessageDeduplicationId: aws.String(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(e.client, url)
+	for len(r.Messages()) < 12 {
+		if _, err := r.Receive(t.Context(), 0, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, m := range r.Messages() {
+		if aws.ToString(m.Body) != fmt.Sprint(i) || m.Attributes["MessageGroupId"] != "g" {
+			t.Errorf("[%d] body %q, attributes %v", i, aws.ToString(m.Body), m.Attributes)
+		}
+	}
+	if n, err := r.Receive(t.Context(), 0, 5*time.Second); n != 0 || err != nil || e.fake.Stats().MessagesDeleted != 12 {
+		t.Errorf("after taking all: received %d (%v), %d deleted", n, err, e.fake.Stats().MessagesDeleted)
+	}
+}

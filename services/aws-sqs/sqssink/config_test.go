@@ -2,19 +2,14 @@ package sqssink
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
-func TestEnvTable(t *testing.T) {
-	if err := config.SyncTable("../README.md", Service.AllVars(), os.Getenv("UPDATE_DOCS") != ""); err != nil {
-		t.Fatal(err)
-	}
-}
+func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }
 
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -67,7 +62,7 @@ func TestConfigErrors(t *testing.T) {
 func TestConfigErrorsFromRun(t *testing.T) {
 	env := map[string]string{"AWS_SQS_SECRET_KEY": "s3cr3t-value", "BATCH_MAX_MESSAGES": "ten", "HTTP_LISTEN": "off"}
 	var stdout, stderr strings.Builder
-	code := run.Run(context.Background(), Service, nil, lookup(env), &stdout, &stderr)
+	code := run.Run(context.Background(), Service, nil, sinktest.Env(env), &stdout, &stderr)
 	want := "cloud-block-aws-sqs: configuration error:\n" +
 		"  - BATCH_MAX_MESSAGES=\"ten\" is invalid: want an integer from 1 to 1000000\n" +
 		"  - AWS_SQS_QUEUE_NAME is not set: required: " + Vars[0].Doc + "\n" +

@@ -41,7 +41,7 @@ func TestConformanceEmulator(t *testing.T) {
 	for _, fifo := range []bool{false, true} {
 		t.Run(map[bool]string{false: "standard", true: "fifo"}[fifo], func(t *testing.T) {
 			b := newBackend(t)
-			queue := b.createQueue(t, fifo, nil)
+			queue := b.createQueue(t, fifo)
 			r := b.reader(t, queue)
 			env := b.env(queue)
 			sinktest.Run(t, sinktest.Harness{
@@ -52,7 +52,7 @@ func TestConformanceEmulator(t *testing.T) {
 					return mustLoad(t, broken, testDevice)
 				},
 				ReadBack: func(t *testing.T, ids []string) map[string][]byte {
-					return byID(r.until(t, 30*time.Second, haveIDs(ids)))
+					return readBack(t, r, ids, 30*time.Second)
 				},
 				// The suite's ids are 27 characters long.
 				MaxMessageBytes: maxText(b.maxSize(t, queue), "cloud-input/conformance", 27, testDevice),

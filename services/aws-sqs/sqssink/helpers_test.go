@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 // decode is the consumer's side of the encoding, as the README shows it.
@@ -31,30 +31,16 @@ func decode(body string, attrs map[string]types.MessageAttributeValue) ([]byte, 
 	return nil, fmt.Errorf("unknown encoding %q", aws.ToString(enc.StringValue))
 }
 
-func lookup(env map[string]string) config.Lookup {
-	return func(n string) (string, bool) { v, ok := env[n]; return v, ok && v != "" }
-}
-
 // load runs New over env the way run does, returning the loader's errors.
 func load(env map[string]string, device string) (*Sink, error) {
-	l := config.NewLoader(lookup(env), Service.AllVars())
-	s, err := New(l, run.Info{Service: Service.Name, Device: device})
-	if err := l.Err(); err != nil {
-		return nil, err
-	}
-	if err != nil {
-		return nil, err
-	}
-	return s.(*Sink), nil
+	s, err := sinktest.LoadSink(Service, run.Info{Device: device}, env)
+	snk, _ := s.(*Sink)
+	return snk, err
 }
 
 func mustLoad(t *testing.T, env map[string]string, device string) *Sink {
 	t.Helper()
-	s, err := load(env, device)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return sinktest.MustLoadSink(t, Service, run.Info{Device: device}, env).(*Sink)
 }
 
 // memMsg is a message the fake stored.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -33,19 +32,12 @@ func connected(t *testing.T, mem *memSQS, env map[string]string) *Sink {
 	}
 	s := mustLoad(t, env, testDevice)
 	s.dial = mem.dial
-	if err := s.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	return s
+	return sinktest.Connected(t, s)
 }
 
+// msgs is a batch of the payloads; ids 0123456789ab-000000000001 and on.
 func msgs(payloads ...[]byte) []sink.Message {
-	out := make([]sink.Message, len(payloads))
-	for i, p := range payloads {
-		out[i] = sink.Message{ID: "0123456789ab-" + strings.Repeat("0", 11) + string(rune('a'+i)), Topic: "cloud-input", Received: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Payload: p}
-	}
-	return out
+	return sinktest.Batch("0123456789ab", "cloud-input", sinktest.Received, payloads...)
 }
 
 // maxText is the largest text payload that fits a queue of maxSize with
@@ -118,7 +110,7 @@ func TestMessageMapping(t *testing.T) {
 			t.Errorf("payload %d: text body %q changed", i, m.Body)
 		}
 		want := map[string]string{
-			AttrTopic: "cloud-input", AttrReceived: "2026-01-02T03:04:05.000000006Z",
+			AttrTopic: "cloud-input", AttrReceived: "2024-03-05T07:08:09.123456789Z",
 			AttrDevice: testDevice, AttrID: batch[i].ID,
 		}
 		for k, v := range want {

@@ -13,7 +13,7 @@ import (
 // the SDK's share of a message's CPU, apart from MQTT and the spool.
 func BenchmarkWriteBatch(b *testing.B) {
 	be := newBackend(b)
-	s, err := load(be.env(be.createQueue(b, false, nil)), "bench")
+	s, err := load(be.env(be.createQueue(b, false)), "bench")
 	if err != nil {
 		b.Fatal(err)
 	}

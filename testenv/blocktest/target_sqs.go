@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -35,15 +33,14 @@ const (
 // survives Stop and Start (its queues live in the handler, so a stop is an
 // outage, not a loss).
 type sqsBackend struct {
-	fake   *sqsfake.Server
-	addr   string
+	ep     *sqsfake.Endpoint
+	addr   string // ep's host:port
 	queue  string
 	url    string
 	secret string
 	client *sqs.Client
 
 	mu      sync.Mutex
-	srv     *http.Server
 	running bool
 	got     []msg
 	seen    map[string]bool // SQS message ids read: a message received twice counts once
@@ -51,46 +48,18 @@ type sqsBackend struct {
 
 func openSQS(fifo bool) func(t *testing.T) backend {
 	return func(t *testing.T) backend {
-		b := &sqsBackend{fake: sqsfake.New(), secret: "sqsSecret-" + randHex(10), seen: map[string]bool{}}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.addr = ln.Addr().String()
-		b.serve(ln)
-		t.Cleanup(func() {
-			b.fake.Close() // ends long polls
-			b.stop(t)
+		b := &sqsBackend{ep: sqsfake.New().Listen(t), running: true, secret: "sqsSecret-" + randHex(10), seen: map[string]bool{}}
+		b.addr = strings.TrimPrefix(b.ep.URL, "http://")
+		b.client = sqsfake.Client(b.ep.URL, func(o *sqs.Options) {
+			o.HTTPClient = &http.Client{Transport: bufferedBodies{http.DefaultTransport}}
 		})
-		b.client = sqs.New(sqs.Options{
-			Region: "us-east-1", BaseEndpoint: aws.String("http://" + b.addr),
-			Credentials: credentials.NewStaticCredentialsProvider("reader", "reader", ""),
-			// A receive retried after its answer was lost would hide the
-			// messages it took until their visibility timeout.
-			RetryMaxAttempts: 1,
-			HTTPClient:       &http.Client{Transport: bufferedBodies{http.DefaultTransport}},
-		})
-		b.queue = "faults-" + randHex(4)
-		attrs := map[string]string{}
+		name := "faults"
 		if fifo {
-			b.queue += ".fifo"
-			attrs["FifoQueue"] = "true"
+			name += ".fifo"
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, err := b.client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(b.queue), Attributes: attrs})
-		if err != nil {
-			t.Fatalf("CreateQueue: %v", err)
-		}
-		b.url = aws.ToString(out.QueueUrl)
+		b.queue, b.url = sqsfake.CreateQueue(t, b.client, name, nil)
 		return b
 	}
-}
-
-func (b *sqsBackend) serve(ln net.Listener) {
-	b.srv = &http.Server{Handler: b.fake}
-	go b.srv.Serve(ln)
-	b.running = true
 }
 
 func (b *sqsBackend) env(addr string) map[string]string {
@@ -108,30 +77,17 @@ func (b *sqsBackend) secrets() []string { return []string{b.secret} }
 func (b *sqsBackend) stop(t testing.TB) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.running {
-		b.srv.Close()
-		b.running = false
-	}
+	b.ep.Stop()
+	b.running = false
 }
 
 func (b *sqsBackend) start(t testing.TB) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.running {
-		return
+	if err := b.ep.Start(); err != nil {
+		t.Fatal(err)
 	}
-	var ln net.Listener
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if ln, err = net.Listen("tcp", b.addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("restarting the SQS fake on %s: %v", b.addr, err)
-	}
-	b.serve(ln)
+	b.running = true
 }
 
 // read receives, decodes and deletes everything the queue holds now.

@@ -154,6 +154,7 @@ type Pipeline struct {
 	lastErrAt time.Time
 	lastOK    time.Time
 	nextID    uint64
+	calls     map[*struct{}]time.Time // WriteBatch calls in progress, by start
 }
 
 type batch struct {
@@ -203,6 +204,10 @@ type Status struct {
 	LastErrorAt  time.Time
 	LastSuccess  time.Time
 	InFlight     int
+	// OldestCall is when the longest-running WriteBatch call in progress
+	// began (zero when none is): one far past SEND_TIMEOUT means the sink
+	// ignores its deadline and the pipeline is stuck.
+	OldestCall time.Time
 }
 
 // Status returns the current state.
@@ -218,6 +223,11 @@ func (p *Pipeline) Status() Status {
 	}
 	if st.OldestUnsent.IsZero() {
 		st.OldestUnsent = p.building
+	}
+	for _, at := range p.calls {
+		if st.OldestCall.IsZero() || at.Before(st.OldestCall) {
+			st.OldestCall = at
+		}
 	}
 	return st
 }
@@ -510,6 +520,18 @@ func waitBackoff(ctx context.Context, d time.Duration, recovered <-chan struct{}
 func (p *Pipeline) write(ctx context.Context, msgs []sink.Message) error {
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.SendTimeout)
 	defer cancel()
+	call := new(struct{})
+	p.mu.Lock()
+	if p.calls == nil {
+		p.calls = map[*struct{}]time.Time{}
+	}
+	p.calls[call] = time.Now()
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.calls, call)
+		p.mu.Unlock()
+	}()
 	err := p.snk.WriteBatch(wctx, msgs)
 	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
 		return fmt.Errorf("no answer within SEND_TIMEOUT (%s): %w", p.cfg.SendTimeout, err)

@@ -113,6 +113,12 @@ func (s *settings) handler(reg *metrics.Registry, sp *spool.Spool, sub *mqtt.Sub
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		reasons := s.liveness(sp.Stats(), pipe.Status(), time.Now())
+		if len(reasons) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not live: "+strings.Join(reasons, "; ")+"\n")
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
@@ -149,8 +155,45 @@ func (s *settings) handler(reg *metrics.Registry, sp *spool.Spool, sub *mqtt.Sub
 	return mux
 }
 
-// healthcheck asks the running service's /ready (for the image's HEALTHCHECK:
-// scratch images have no curl). Exit 0 when ready.
+// Liveness limits: how long the process may be stuck before /live (and the
+// image's HEALTHCHECK) says so, so that a supervisor restarts it.
+const (
+	// liveWriteStall: a spool write or fsync that has not returned (a dead
+	// SD card, a hung filesystem).
+	liveWriteStall = time.Minute
+	// liveWriteFailing: spool writes failing all along (a full or read-only
+	// disk): nothing new can be acknowledged.
+	liveWriteFailing = 5 * time.Minute
+	// liveCallOverrun: a destination call running this much past
+	// SEND_TIMEOUT ignores its deadline; the batches behind it wait forever.
+	liveCallOverrun = time.Minute
+)
+
+// liveness is why the process is stuck (none: it is live). Unlike
+// readiness, an unreachable destination or broker is not a reason: the
+// block is doing its job then, keeping messages until they can go, and a
+// restart would not help.
+func (s *settings) liveness(sst spool.Stats, st pipeline.Status, now time.Time) []string {
+	var reasons []string
+	if !sst.CommitStarted.IsZero() && now.Sub(sst.CommitStarted) > liveWriteStall {
+		reasons = append(reasons, fmt.Sprintf("a spool write has not returned for %s", now.Sub(sst.CommitStarted).Round(time.Second)))
+	}
+	if !sst.FailingSince.IsZero() && now.Sub(sst.FailingSince) > liveWriteFailing {
+		reasons = append(reasons, fmt.Sprintf("spool writes have failed for %s: %s", now.Sub(sst.FailingSince).Round(time.Second), sst.Failing))
+	}
+	send := s.pipe.SendTimeout
+	if send == 0 {
+		send = pipeline.DefaultSendTimeout
+	}
+	if !st.OldestCall.IsZero() && now.Sub(st.OldestCall) > send+liveCallOverrun {
+		reasons = append(reasons, fmt.Sprintf("a call to the destination has run %s, past SEND_TIMEOUT (%s)", now.Sub(st.OldestCall).Round(time.Second), send))
+	}
+	return reasons
+}
+
+// healthcheck asks the running service's /live (for the image's
+// HEALTHCHECK: scratch images have no curl). Exit 0 when live: a cloud or
+// broker outage keeps it live (the reasons are on /ready).
 func healthcheck(svc Service, lookup config.Lookup, out io.Writer) int {
 	l := config.NewLoader(lookup, svc.AllVars())
 	addr := l.String("HTTP_LISTEN")
@@ -167,9 +210,9 @@ func healthcheck(svc Service, lookup config.Lookup, out io.Writer) int {
 		host = "127.0.0.1"
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/ready")
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/live")
 	if err != nil {
-		fmt.Fprintf(out, "not ready: %v\n", err)
+		fmt.Fprintf(out, "not live: %v\n", err)
 		return ExitFatal
 	}
 	defer resp.Body.Close()

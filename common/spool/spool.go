@@ -178,21 +178,25 @@ type Record struct {
 
 // Stats are the spool's counters and gauges.
 type Stats struct {
-	Bytes           int64  // on disk, all segments
-	Segments        int    // files
-	Committed       uint64 // records written and fsynced since start
-	Fsyncs          uint64 // fsyncs of segment data
-	MarkFsyncs      uint64 // fsyncs of the cursor (delivered mark, batch in flight, seq reservation)
-	DirFsyncs       uint64 // fsyncs of the spool directory (a new segment)
-	WrittenBytes    uint64 // bytes written to segments and the cursor
-	SafeByDelivery  uint64 // messages acknowledged because the destination confirmed them first
-	SafeBySync      uint64 // messages acknowledged because they were written first
-	HeldBytes       int64  // records held in memory, not yet written nor delivered
-	Dropped         uint64 // undelivered messages removed by drop_oldest
-	Full            bool   // appends are waiting for space (block policy)
-	FullEvents      uint64 // times the spool became full
-	WriteErrors     uint64 // failed writes or fsyncs (retried)
-	Failing         string // the last write error while writes fail (a full disk); "" once one succeeds
+	Bytes          int64     // on disk, all segments
+	Segments       int       // files
+	Committed      uint64    // records written and fsynced since start
+	Fsyncs         uint64    // fsyncs of segment data
+	MarkFsyncs     uint64    // fsyncs of the cursor (delivered mark, batch in flight, seq reservation)
+	DirFsyncs      uint64    // fsyncs of the spool directory (a new segment)
+	WrittenBytes   uint64    // bytes written to segments and the cursor
+	SafeByDelivery uint64    // messages acknowledged because the destination confirmed them first
+	SafeBySync     uint64    // messages acknowledged because they were written first
+	HeldBytes      int64     // records held in memory, not yet written nor delivered
+	Dropped        uint64    // undelivered messages removed by drop_oldest
+	Full           bool      // appends are waiting for space (block policy)
+	FullEvents     uint64    // times the spool became full
+	WriteErrors    uint64    // failed writes or fsyncs (retried)
+	Failing        string    // the last write error while writes fail (a full disk); "" once one succeeds
+	FailingSince   time.Time // when writes began to fail (zero when they succeed)
+	// CommitStarted is when the write (and fsync) in progress began; zero
+	// between writes. One that never returns is a dead disk.
+	CommitStarted   time.Time
 	DamagedBytes    int64  // cut at start-up
 	DamagedMessages uint64 // lost to corruption found at start-up (at most: gaps in seq)
 }
@@ -286,6 +290,7 @@ type Spool struct {
 	nSafeDelivery, nSafeSync                               atomic.Uint64
 	nDropped, nFullEvents, nWriteErrs                      atomic.Uint64
 	failing                                                atomic.Pointer[string] // see Stats.Failing
+	failingSince, commitStarted                            atomic.Int64           // unix ns; see Stats
 	damagedBytes                                           int64
 	damagedMsgs                                            uint64
 }
@@ -634,10 +639,13 @@ func (s *Spool) reuseIfDelivered() {
 func (s *Spool) commit(buf *[]byte) bool {
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
+		s.commitStarted.Store(time.Now().UnixNano())
 		err := s.tryCommit(buf)
+		s.commitStarted.Store(0)
 		if err == nil {
 			if attempt > 0 {
 				s.failing.Store(nil)
+				s.failingSince.Store(0)
 				s.log.Info("spool writes succeed again; acknowledging resumes")
 			}
 			s.runSafe()
@@ -649,6 +657,7 @@ func (s *Spool) commit(buf *[]byte) bool {
 		s.nWriteErrs.Add(1)
 		msg := err.Error()
 		s.failing.Store(&msg)
+		s.failingSince.CompareAndSwap(0, time.Now().UnixNano())
 		if s.opt.Policy == DropOldest && errors.Is(err, syscall.ENOSPC) && s.dropForSpace() {
 			continue // the disk filled before BUFFER_MAX_BYTES: the policy applies as well
 		}
@@ -1063,7 +1072,16 @@ func (s *Spool) Stats() Stats {
 		SafeByDelivery: s.nSafeDelivery.Load(), SafeBySync: s.nSafeSync.Load(), HeldBytes: s.memBytes,
 		Dropped: s.nDropped.Load(), Full: s.full, FullEvents: s.nFullEvents.Load(), WriteErrors: s.nWriteErrs.Load(),
 		Failing: failing, DamagedBytes: s.damagedBytes, DamagedMessages: s.damagedMsgs,
+		FailingSince: unixTime(s.failingSince.Load()), CommitStarted: unixTime(s.commitStarted.Load()),
 	}
+}
+
+// unixTime is the time of ns since the epoch, zero for 0.
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // Backlog returns how many messages are not yet delivered, on disk and in

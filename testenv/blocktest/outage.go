@@ -3,6 +3,7 @@ package blocktest
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -178,6 +179,7 @@ func away(r *rig, s *stream, scenario string, d, capd time.Duration, cut bool) {
 	downAt := time.Now()
 	from, to, done := s.publish(k, outageRate)
 	body := r.waitReady(503, readyAge+30*time.Second, "oldest undelivered message")
+	r.checkLive()
 	retrying := ""
 	if capd > 0 {
 		// Retries never give up: failed calls keep coming at the cap.
@@ -229,4 +231,17 @@ func away(r *rig, s *stream, scenario string, d, capd time.Duration, cut bool) {
 		stuck = int(max(r.metric("cloudblock_spool_messages"), 0))
 	}
 	r.reportStuck(scenario, tl, 0, stuck, note)
+}
+
+// checkLive runs the binary's healthcheck (the image's HEALTHCHECK) against
+// the running block: while the destination is away the block is not ready
+// but live, since it is doing its job, keeping messages until they can go.
+func (r *rig) checkLive() {
+	r.t.Helper()
+	cmd := exec.Command(r.block.Bin, "healthcheck")
+	cmd.Env = []string{"HTTP_LISTEN=" + r.block.HTTP}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		r.t.Errorf("healthcheck while the destination is away: %v: %s (want exit 0, ok: not ready, but live)", err, out)
+	}
 }

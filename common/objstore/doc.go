@@ -33,7 +33,20 @@
 // Message mode writes one object per message: the body is the payload
 // unchanged (never gzipped), the key has no extension, and Content-Type is
 // "application/json" for valid JSON, "text/plain; charset=utf-8" for other
-// UTF-8 and "application/octet-stream" otherwise.
+// UTF-8 and "application/octet-stream" otherwise. The object's metadata
+// (S3 user metadata, Blob metadata, GCS custom metadata) holds what the line
+// holds besides the payload, under the same names: "id", "topic",
+// "received" (in the line's format) and "device". S3 and Blob carry
+// metadata in HTTP headers, which hold printable ASCII only, so each value
+// is percent-encoded (RFC 3986), the same for all three stores: every byte
+// outside '!' to '~' (0x21-0x7E: control bytes, space, anything not ASCII),
+// and '%' and '~', becomes %XX (upper-case hex). A plain topic such as
+// "sensors/temp" is unchanged; "café/a b" becomes "caf%C3%A9/a%20b"; a
+// topic that is not UTF-8 stays exact. Percent-decoding (DecodeMetadata, or
+// any URL path unescape) gives the original bytes. Names and values
+// together stay within 2,048 bytes (MaxMetadataBytes, S3's limit): a longer
+// topic is cut and ends in "~" and 16 hex digits of its SHA-256, as in keys
+// (a bare '~' marks only that).
 //
 // # Keys
 //

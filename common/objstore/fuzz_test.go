@@ -14,8 +14,8 @@ import (
 
 // FuzzEnvelope checks that Decode(Build(x)) == x for any payload and topic
 // bytes, with and without gzip, that every line stays one valid JSON line,
-// and that the {topic} part of a key is plain ASCII that percent-decodes back
-// to the topic.
+// that the {topic} part of a key is plain ASCII that percent-decodes back
+// to the topic, and that message mode's metadata is too.
 func FuzzEnvelope(f *testing.F) {
 	for _, s := range []struct {
 		payload, topic string
@@ -90,6 +90,18 @@ func FuzzEnvelope(f *testing.F) {
 		}
 		if !bytes.Equal(per[0].Body, payload) || (per[0].ContentType != ContentTypeBinary) == !utf8.Valid(payload) {
 			t.Fatalf("message mode: body or content type %q wrong", per[0].ContentType)
+		}
+		for name, v := range per[0].Metadata {
+			for i := 0; i < len(v); i++ {
+				if c := v[i]; c < 0x21 || c > 0x7e {
+					t.Fatalf("metadata %s holds byte %#x: %q", name, c, v)
+				}
+			}
+		}
+		l, err := DecodeMetadata(per[0].Metadata)
+		shortened := strings.Contains(per[0].Metadata[MetaTopic], "~")
+		if err != nil || l.ID != batch[0].ID || !l.Received.Equal(at) || l.Device != "d" || (l.Topic != string(topic)) != shortened {
+			t.Fatalf("metadata %q decodes to %+v (%v)", per[0].Metadata, l, err)
 		}
 	})
 }

@@ -68,6 +68,11 @@ type Object struct {
 	// UTF-8, else "application/octet-stream".
 	ContentType     string
 	ContentEncoding string // "gzip" or ""
+	// Metadata, in message mode only (nil in batch mode), names the message
+	// as its batch line would: MetaID, MetaTopic, MetaReceived and
+	// MetaDevice, each value plain ASCII (see metaValue). A sink stores it as
+	// the object's user metadata.
+	Metadata map[string]string
 	// Indexes are the positions in the batch of the messages this object
 	// holds, ascending, so a sink can name them in a sink.BatchError when its
 	// PUT fails.
@@ -79,8 +84,9 @@ type Object struct {
 // appearance when the template has {topic}. An empty batch yields none.
 //
 // Errors mean the Options are invalid (Load reports those at start-up) or a
-// key cannot fit MaxKeyBytes even with its topic shortened (an absurdly long
-// prefix, device or id); retrying cannot fix either.
+// key cannot fit MaxKeyBytes, or message-mode metadata MaxMetadataBytes,
+// even with the topic shortened (an absurdly long prefix, device or id);
+// retrying cannot fix either.
 func (o Options) Build(batch []sink.Message) ([]Object, error) {
 	mode := o.Mode
 	if mode == "" {
@@ -112,7 +118,7 @@ func (o Options) Build(batch []sink.Message) ([]Object, error) {
 		all[i] = i
 	}
 	if mode == PerMessage {
-		return k.perMessage(batch, all)
+		return k.perMessage(batch, all, metaValue(device))
 	}
 	return k.batch(batch, all, device, o.Gzip)
 }
@@ -124,7 +130,9 @@ func (o Options) prefix() string {
 	return o.Prefix
 }
 
-func (k *keyer) perMessage(batch []sink.Message, all []int) ([]Object, error) {
+// perMessage lays out one object per message; device is the metadata value
+// of the device.
+func (k *keyer) perMessage(batch []sink.Message, all []int, device string) ([]Object, error) {
 	out := make([]Object, len(batch))
 	for i := range batch {
 		m := &batch[i]
@@ -132,7 +140,11 @@ func (k *keyer) perMessage(batch []sink.Message, all []int) ([]Object, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i] = Object{Key: key, Body: m.Payload, ContentType: contentType(m.Payload), Indexes: all[i : i+1 : i+1]}
+		md, err := metadata(m, device)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = Object{Key: key, Body: m.Payload, ContentType: contentType(m.Payload), Metadata: md, Indexes: all[i : i+1 : i+1]}
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"sort"
 	"sync"
 
@@ -17,6 +18,7 @@ type storedObject struct {
 	Body            []byte
 	ContentType     string
 	ContentEncoding string
+	Metadata        map[string]string
 }
 
 // fakeS3 is an in-memory bucket behind the API interface. fail, when set,
@@ -83,7 +85,7 @@ func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func
 	if in.ContentLength == nil || *in.ContentLength != int64(len(body)) {
 		return nil, apiErr("IncompleteBody")
 	}
-	o := storedObject{Body: body}
+	o := storedObject{Body: body, Metadata: maps.Clone(in.Metadata)}
 	if in.ContentType != nil {
 		o.ContentType = *in.ContentType
 	}
@@ -104,7 +106,7 @@ func (f *fakeS3) snapshot() (map[string]storedObject, []string) {
 	out := make(map[string]storedObject, len(f.objects))
 	keys := make([]string, 0, len(f.objects))
 	for k, v := range f.objects {
-		out[k] = storedObject{Body: bytes.Clone(v.Body), ContentType: v.ContentType, ContentEncoding: v.ContentEncoding}
+		out[k] = storedObject{Body: bytes.Clone(v.Body), ContentType: v.ContentType, ContentEncoding: v.ContentEncoding, Metadata: maps.Clone(v.Metadata)}
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)

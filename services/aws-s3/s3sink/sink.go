@@ -139,6 +139,9 @@ func (s *Sink) put(ctx context.Context, o *objstore.Object) error {
 		Body:          bytes.NewReader(o.Body),
 		ContentLength: aws.Int64(int64(len(o.Body))),
 		ContentType:   aws.String(o.ContentType),
+		// Message mode: id, topic, time and device as x-amz-meta-* headers,
+		// already plain ASCII (objstore escapes them).
+		Metadata: o.Metadata,
 	}
 	if o.ContentEncoding != "" {
 		in.ContentEncoding = aws.String(o.ContentEncoding)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -133,6 +134,10 @@ func TestMessageObjects(t *testing.T) {
 		o, ok := objs[key]
 		if !ok || !bytes.Equal(o.Body, m.Payload) || o.ContentType != wantTypes[i] || o.ContentEncoding != "" {
 			t.Errorf("object %s: %+v (found %v)", key, o, ok)
+		}
+		wantMeta := map[string]string{"id": m.ID, "topic": "cloud-input/conformance", "received": m.Received.Format(time.RFC3339Nano), "device": "dev-1"}
+		if !maps.Equal(o.Metadata, wantMeta) {
+			t.Errorf("object %s: metadata %q, want %q", key, o.Metadata, wantMeta)
 		}
 	}
 }

@@ -19,6 +19,10 @@ func TestConformanceVersitygw(t *testing.T) {
 	conformance(t, startVersity(t))
 }
 
+func TestMessageMetadataVersitygw(t *testing.T) {
+	checkMessageMetadata(t, startVersity(t))
+}
+
 // versitygw checks signatures: a wrong secret is an authentication error.
 func TestWrongSecretVersitygw(t *testing.T) {
 	st := startVersity(t)

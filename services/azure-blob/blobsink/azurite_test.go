@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
+	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/sink"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 	"github.com/cloud-block/cloud-block/testenv/emulators"
@@ -83,6 +85,12 @@ func listBlobs(t testing.TB, c *azblob.Client, ctr string) []storedBlob {
 			resp.Body.Close()
 			if err != nil {
 				t.Fatalf("download %s: %v", b.name, err)
+			}
+			for k, v := range resp.Metadata {
+				if b.metadata == nil {
+					b.metadata = map[string]string{}
+				}
+				b.metadata[k] = *v
 			}
 			out = append(out, b)
 		}
@@ -263,6 +271,46 @@ func TestAzuriteTopicNames(t *testing.T) {
 	for _, m := range batch {
 		if !bytes.Equal(got[m.ID], m.Payload) {
 			t.Errorf("message %s on %q not read back", m.ID, m.Topic)
+		}
+	}
+}
+
+// In message mode each blob's metadata, as Azurite stores and returns it,
+// is the message's id, topic, time and device, whatever bytes the topic
+// holds (UTF-8, a control byte, '%', not UTF-8 at all).
+func TestAzuriteMessageMetadata(t *testing.T) {
+	t.Parallel()
+	a := startAzurite(t)
+	a.CreateContainer(t, "metadata")
+	s := realSink(t, with(azuriteEnv(a, "metadata"), "AZURE_BLOB_OBJECT_MODE", "message"), nil)
+	topics := []string{"sensors/temp", "café/\x01/100% a+b", "bad\xff/ü"}
+	batch := msgs(len(topics), func(i int) string { return topics[i] })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := s.cfg.Layout.Build(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := map[string]storedBlob{}
+	for _, b := range listBlobs(t, a.Client(t), "metadata") {
+		blobs[b.name] = b
+	}
+	for i, o := range objs {
+		b, ok := blobs[o.Key]
+		got := map[string]string{}
+		for k, v := range b.metadata {
+			got[strings.ToLower(k)] = v // the SDK hands names back as HTTP canonicalised them
+		}
+		if !ok || !maps.Equal(got, o.Metadata) {
+			t.Errorf("blob %s (found %v): metadata %q, want %q", o.Key, ok, b.metadata, o.Metadata)
+		}
+		l, err := objstore.DecodeMetadata(b.metadata)
+		m := batch[i]
+		if err != nil || l.ID != m.ID || l.Topic != m.Topic || !l.Received.Equal(m.Received) || l.Device != "test-device" {
+			t.Errorf("blob %s: metadata decode to %+v (%v), want %q %q %v test-device", o.Key, l, err, m.ID, m.Topic, m.Received)
 		}
 	}
 }

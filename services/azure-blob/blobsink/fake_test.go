@@ -22,6 +22,7 @@ import (
 type fakeBlob struct {
 	body                         []byte
 	contentType, contentEncoding string
+	metadata                     map[string]string
 }
 
 // fakeStore is an in-memory Blob service behind the sink's client
@@ -104,6 +105,12 @@ func (f *fakeStore) UploadBuffer(ctx context.Context, ctr, name string, buf []by
 		return azblob.UploadBufferResponse{}, azErr(409, "BlobAlreadyExists", "The specified blob already exists.")
 	}
 	b := fakeBlob{body: bytes.Clone(buf)}
+	if o != nil && o.Metadata != nil {
+		b.metadata = map[string]string{}
+		for k, v := range o.Metadata {
+			b.metadata[k] = *v
+		}
+	}
 	if o != nil && o.HTTPHeaders != nil {
 		if p := o.HTTPHeaders.BlobContentType; p != nil {
 			b.contentType = *p

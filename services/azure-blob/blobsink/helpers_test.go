@@ -36,6 +36,7 @@ func with(base map[string]string, kv ...string) map[string]string {
 type storedBlob struct {
 	name, contentType, contentEncoding string
 	body                               []byte
+	metadata                           map[string]string // names as the service returns them
 }
 
 // decodeBlobs maps message id -> payload for every message in blobs: batch

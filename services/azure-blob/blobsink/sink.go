@@ -92,6 +92,7 @@ func (s *Sink) put(ctx context.Context, o *objstore.Object) (existed bool, err e
 	}
 	_, err = s.cl.blobs.UploadBuffer(ctx, s.cfg.Container, o.Key, o.Body, &azblob.UploadBufferOptions{
 		HTTPHeaders:      h,
+		Metadata:         metadata(o.Metadata),
 		AccessConditions: createOnly,
 	})
 	if bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
@@ -102,6 +103,20 @@ func (s *Sink) put(ctx context.Context, o *objstore.Object) (existed bool, err e
 		return false, s.classify(err, "uploading blob "+o.Key)
 	}
 	return false, nil
+}
+
+// metadata is o's metadata (message mode: id, topic, time and device) as
+// the SDK takes it, x-ms-meta-* headers; objstore has made the values plain
+// ASCII and the names C# identifiers, as Blob Storage requires.
+func metadata(md map[string]string) map[string]*string {
+	if md == nil {
+		return nil
+	}
+	out := make(map[string]*string, len(md))
+	for k, v := range md {
+		out[k] = &v
+	}
+	return out
 }
 
 // Close drops idle connections. Idempotent; the SDK client holds nothing else.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -105,8 +106,28 @@ func TestBlobNamesAndHeaders(t *testing.T) {
 		if !ok || len(got) != 1 {
 			t.Fatalf("blobs %v, want only %s", keys(got), tc.name)
 		}
-		if b.contentType != tc.ct || b.contentEncoding != tc.enc {
-			t.Errorf("%s: Content-Type %q Content-Encoding %q, want %q %q", tc.name, b.contentType, b.contentEncoding, tc.ct, tc.enc)
+		if b.contentType != tc.ct || b.contentEncoding != tc.enc || b.metadata != nil {
+			t.Errorf("%s: Content-Type %q Content-Encoding %q metadata %v, want %q %q none", tc.name, b.contentType, b.contentEncoding, b.metadata, tc.ct, tc.enc)
+		}
+	}
+}
+
+// In message mode each blob carries the message's id, topic, time and
+// device as its metadata.
+func TestMessageBlobMetadata(t *testing.T) {
+	store := newFakeStore("ctr")
+	s := fakeSink(t, store, with(fakeEnv, "AZURE_BLOB_OBJECT_MODE", "message"), nil)
+	batch := msgs(2, func(i int) string { return []string{"cloud-input", "ünï/c 100%"}[i] })
+	if err := s.WriteBatch(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	got := store.blobs("ctr")
+	for name, want := range map[string]map[string]string{
+		"test-device/2024/03/05/07/65e6c5a1beef-000000000001": {"id": "65e6c5a1beef-000000000001", "topic": "cloud-input", "received": "2024-03-05T07:08:09Z", "device": "test-device"},
+		"test-device/2024/03/05/07/65e6c5a1beef-000000000002": {"id": "65e6c5a1beef-000000000002", "topic": "%C3%BCn%C3%AF/c%20100%25", "received": "2024-03-05T07:08:09.001Z", "device": "test-device"},
+	} {
+		if b, ok := got[name]; !ok || !maps.Equal(b.metadata, want) {
+			t.Errorf("blob %s: metadata %q, want %q (blobs %v)", name, b.metadata, want, keys(got))
 		}
 	}
 }

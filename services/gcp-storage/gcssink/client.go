@@ -47,6 +47,9 @@ func (r storageInserter) Insert(ctx context.Context, bucket string, o *objstore.
 	w := r.c.Bucket(bucket).Object(o.Key).If(storage.Conditions{DoesNotExist: true}).NewWriter(ctx)
 	w.ContentType = o.ContentType
 	w.ContentEncoding = o.ContentEncoding
+	// Message mode: id, topic, time and device as custom metadata, the same
+	// escaped values S3 and Blob Storage get, so every store reads alike.
+	w.Metadata = o.Metadata
 	// Cloud Storage checks the body against it and refuses a corrupted upload.
 	w.CRC32C = crc32.Checksum(o.Body, castagnoli)
 	w.SendCRC32C = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,7 @@ func startGCS(t *testing.T) *emulators.GCS {
 type object struct {
 	key, contentType, contentEncoding string
 	body                              []byte
+	metadata                          map[string]string
 }
 
 // listObjects reads every object of bucket as stored (gzip not undone).
@@ -64,7 +66,7 @@ func listObjects(t testing.TB, g *emulators.GCS, bucket string) []object {
 		if err != nil {
 			t.Fatalf("read %s: %v", a.Name, err)
 		}
-		out = append(out, object{key: a.Name, contentType: a.ContentType, contentEncoding: a.ContentEncoding, body: body})
+		out = append(out, object{key: a.Name, contentType: a.ContentType, contentEncoding: a.ContentEncoding, body: body, metadata: a.Metadata})
 	}
 }
 
@@ -154,5 +156,39 @@ func TestEmulatorObjects(t *testing.T) {
 	err = missing.WriteBatch(ctx, batch)
 	if err == nil || sink.IsPermanent(err) || sink.IsAuth(err) || !strings.Contains(err.Error(), "bucket no-such-bucket not found") {
 		t.Errorf("missing bucket: %v", err)
+	}
+}
+
+// In message mode each object's custom metadata, as the emulator stores and
+// lists it, is the message's id, topic, time and device, whatever bytes the
+// topic holds (UTF-8, a control byte, '%', not UTF-8 at all).
+func TestEmulatorMessageMetadata(t *testing.T) {
+	g := startGCS(t)
+	g.CreateBucket(t, "metadata")
+	s := sinktest.Connected(t, envSink(t, map[string]string{"GCP_STORAGE_BUCKET": "metadata", "STORAGE_EMULATOR_HOST": g.Host, "GCP_STORAGE_OBJECT_MODE": "message"}))
+	batch := msgs(`{"t":1}`, "two", "\xff")
+	batch[1].Topic = "café/\x01/100% a+b"
+	batch[2].Topic = "bad\xff/ü"
+	if err := s.WriteBatch(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := s.cfg.objects.Build(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]object{}
+	for _, o := range listObjects(t, g, "metadata") {
+		stored[o.key] = o
+	}
+	for i, o := range objs {
+		got, ok := stored[o.Key]
+		if !ok || !maps.Equal(got.metadata, o.Metadata) {
+			t.Errorf("object %s (found %v): metadata %q, want %q", o.Key, ok, got.metadata, o.Metadata)
+		}
+		l, err := objstore.DecodeMetadata(got.metadata)
+		m := batch[i]
+		if err != nil || l.ID != m.ID || l.Topic != m.Topic || !l.Received.Equal(m.Received) || l.Device != "dev-1" {
+			t.Errorf("object %s: metadata decode to %+v (%v), want %q %q %v dev-1", o.Key, l, err, m.ID, m.Topic, m.Received)
+		}
 	}
 }

@@ -85,7 +85,7 @@ func (b *s3Backend) read(t testing.TB) []msg {
 			if err != nil {
 				t.Fatalf("get %s: %v", key, err)
 			}
-			b.add(t, key, tag, body, aws.ToString(out.ContentEncoding))
+			b.add(t, key, tag, body, aws.ToString(out.ContentEncoding), out.Metadata)
 		}
 	}
 	return b.all()
@@ -162,7 +162,14 @@ func (b *blobBackend) read(t testing.TB) []msg {
 			if resp.ContentEncoding != nil {
 				enc = *resp.ContentEncoding
 			}
-			b.add(t, name, tag, body, enc)
+			var md map[string]string
+			for k, v := range resp.Metadata {
+				if md == nil {
+					md = map[string]string{}
+				}
+				md[k] = *v
+			}
+			b.add(t, name, tag, body, enc, md)
 		}
 	}
 	return b.all()
@@ -209,7 +216,8 @@ func (b *gcsBackend) read(t testing.TB) []msg {
 		if b.has(o.Name, tag) {
 			continue
 		}
-		// ReadCompressed: the body as stored; Decode gunzips it.
+		// ReadCompressed: the body as stored; Decode gunzips it. The
+		// listing holds each object's metadata (message mode).
 		r, err := b.c.Bucket(b.bucket).Object(o.Name).ReadCompressed(true).NewReader(ctx)
 		if err != nil {
 			t.Fatalf("read %s: %v", o.Name, err)
@@ -218,7 +226,7 @@ func (b *gcsBackend) read(t testing.TB) []msg {
 		if err != nil {
 			t.Fatalf("read %s: %v", o.Name, err)
 		}
-		b.add(t, o.Name, tag, body, o.ContentEncoding)
+		b.add(t, o.Name, tag, body, o.ContentEncoding, o.Metadata)
 	}
 	return b.all()
 }

@@ -21,7 +21,8 @@ import (
 const anyValueIgnored = "accepted for compatibility with the original block and ignored"
 
 // targets: the file destination and one per service (SQS twice: standard,
-// and FIFO for its exactly-once resends).
+// and FIFO for its exactly-once resends), with variants of the object
+// stores: S3 on versitygw, and each store in message mode.
 var targets = []*target{
 	{
 		name: "file", pkg: "testenv/cmd/filedest", open: openFile, batch: 200,
@@ -78,6 +79,15 @@ var targets = []*target{
 		},
 	},
 	{
+		// Message mode: each payload an object of its own, its id, topic and
+		// device in the object's metadata. The largest payload is the largest
+		// object: no NDJSON envelope to keep room for.
+		name: "aws-s3-message", pkg: "services/aws-s3", open: openS3, batch: 200, dupFree: true,
+		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "AWS_S3_OBJECT_MODE": "message"},
+		limitEnv: map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "64KiB"}, limit: fixedLimit(64 << 10),
+		only: []string{"bytes", "crash"},
+	},
+	{
 		// versitygw checks signatures and stores on disk; objects gzipped.
 		name: "aws-s3-versitygw", pkg: "services/aws-s3", open: openVersity, batch: 200, dupFree: true,
 		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "AWS_S3_GZIP": "true"},
@@ -125,6 +135,12 @@ var targets = []*target{
 		},
 	},
 	{
+		// Message mode: Azure Blob has no payload limit in either mode.
+		name: "azure-blob-message", pkg: "services/azure-blob", open: openBlob, batch: 200, dupFree: true,
+		env:  map[string]string{"BATCH_MAX_WAIT": "200ms", "AZURE_BLOB_OBJECT_MODE": "message"},
+		only: []string{"bytes", "crash"},
+	},
+	{
 		name: "gcp-pubsub", pkg: "services/gcp-pubsub", open: openPubSub, batch: 200,
 		limitEnv: map[string]string{"GCP_PUBSUB_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
 		badVars: map[string]badValue{
@@ -162,6 +178,14 @@ var targets = []*target{
 			"GOOGLE_APPLICATION_CREDENTIALS": bad("/no/such/credentials.json").without("GCP_STORAGE_CLIENT_EMAIL", "GCP_STORAGE_PRIVATE_KEY"),
 		},
 		anyValue: map[string]string{"GCP_STORAGE_PROJECT_ID": anyValueIgnored},
+	},
+	{
+		// Message mode: GCP_STORAGE_MAX_MESSAGE_BYTES bounds the payload in
+		// either mode.
+		name: "gcp-storage-message", pkg: "services/gcp-storage", open: openGCS, batch: 200, dupFree: true,
+		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "GCP_STORAGE_OBJECT_MODE": "message"},
+		limitEnv: map[string]string{"GCP_STORAGE_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
+		only: []string{"bytes", "crash"},
 	},
 }
 
@@ -259,9 +283,9 @@ func (b *fileBackend) read(t testing.TB) []msg {
 
 // --- object stores: the shared read-back -------------------------------------
 
-// objCache keeps every batch object read, by key, so that what an
-// in-memory emulator forgets on restart stays counted, and an object
-// written again under its key (a resend) counts once.
+// objCache keeps every object read, by key, so that what an in-memory
+// emulator forgets on restart stays counted, and an object written again
+// under its key (a resend) counts once.
 type objCache struct {
 	mu   sync.Mutex
 	objs map[string]cachedObj
@@ -279,17 +303,26 @@ func (c *objCache) has(key, tag string) bool {
 	return ok && o.tag == tag
 }
 
-func (c *objCache) add(t testing.TB, key, tag string, body []byte, encoding string) {
-	if !strings.HasSuffix(key, ".ndjson") && !strings.HasSuffix(key, ".ndjson.gz") {
-		t.Fatalf("object %q is not a batch object", key)
-	}
-	lines, err := objstore.Decode(body, encoding)
-	if err != nil {
-		t.Fatalf("object %q: %v", key, err)
-	}
-	ms := make([]msg, len(lines))
-	for i, l := range lines {
-		ms[i] = msg{ID: l.ID, Topic: l.Topic, Device: l.Device, Payload: l.Payload}
+// add decodes an object: a batch object's NDJSON lines, or a message
+// object (message mode), whose body is the payload and whose metadata the
+// id, topic, time and device. Anything else fails the test.
+func (c *objCache) add(t testing.TB, key, tag string, body []byte, encoding string, metadata map[string]string) {
+	var ms []msg
+	if strings.HasSuffix(key, ".ndjson") || strings.HasSuffix(key, ".ndjson.gz") {
+		lines, err := objstore.Decode(body, encoding)
+		if err != nil {
+			t.Fatalf("object %q: %v", key, err)
+		}
+		ms = make([]msg, len(lines))
+		for i, l := range lines {
+			ms[i] = msg{ID: l.ID, Topic: l.Topic, Device: l.Device, Payload: l.Payload}
+		}
+	} else {
+		l, err := objstore.DecodeMetadata(metadata)
+		if err != nil {
+			t.Fatalf("object %q is not a batch object, nor a message object with its metadata: %v", key, err)
+		}
+		ms = []msg{{ID: l.ID, Topic: l.Topic, Device: l.Device, Payload: body}}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

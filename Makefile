@@ -20,7 +20,7 @@ help:
 	@echo "make bench           throughput, CPU and memory ratios measured within one run"
 	@echo "make build           static binaries for linux amd64, arm64 and arm/v7 into bin/, checked"
 	@echo "make test-build      build checks on fresh amd64 binaries: static, size budgets, empty root"
-	@echo "make images          multi-arch images with docker buildx (PUSH=1 to push to REGISTRY=$(REGISTRY))"
+	@echo "make images          images for amd64, arm64 and arm/v7 (PUSH=1 with buildx: push to REGISTRY=$(REGISTRY))"
 	@echo "make docs            regenerate the env tables in each service README"
 	@echo "make lint            gofmt and go vet"
 
@@ -124,27 +124,20 @@ dockerfiles:
 	UPDATE_DOCKERFILES=1 $(GO) test -count=1 -run TestDockerfiles ./testenv/buildtest
 
 # --- images -----------------------------------------------------------------------
-# One multi-arch tag per image: $(REGISTRY)/cloud-block-<service>:<tag> for every tag
-# in IMAGE_TAGS, plus the example sensor. The Dockerfiles cross-compile on the
-# builder's platform, so no QEMU is needed. Without PUSH=1 the images stay in the
-# buildx cache (a multi-arch image cannot be loaded into a local image store);
-# PUSH=1 pushes them (docker login first). The compose files use :latest.
-# Without a Docker engine it exits 1: no image was built, and a script calling it
-# must not believe otherwise.
+# Every service's image and the example sensor's, for each platform, named
+# $(REGISTRY)/cloud-block-<name> and tagged with each of IMAGE_TAGS
+# (scripts/images.sh). With docker buildx: one multi-arch tag, in the buildx
+# cache or pushed with PUSH=1 (docker login first). Without buildx: a build per
+# platform, tagged <tag>-amd64, <tag>-arm64, <tag>-armv7, and <tag> for the
+# engine's own platform (the build stage cross-compiles: no emulation). With no
+# engine at all, on Debian as root, it starts the project's own (Debian's
+# docker.io, scripts/setup.sh engine) with locally made base images. The
+# compose files use :latest.
 PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
 IMAGE_TAGS ?= $(VERSION) latest
 images:
-	@if ! docker buildx version >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
-		echo "make images: no Docker engine with buildx here (\`docker info\` or \`docker buildx version\` failed): no image was built." >&2; \
-		echo "  Run it where a Docker engine with buildx runs. Here, \`make build\` cross-compiles the same binaries and checks them." >&2; \
-		exit 1; \
-	fi
-	@for img in $(SERVICES) sensor; do \
-		if [ $$img = sensor ]; then ctx=examples/sensor; df=examples/sensor/Dockerfile; else ctx=.; df=services/$$img/Dockerfile; fi; \
-		tags=; for t in $(IMAGE_TAGS); do tags="$$tags -t $(REGISTRY)/cloud-block-$$img:$$t"; done; \
-		echo "== $(REGISTRY)/cloud-block-$$img: $(IMAGE_TAGS) for $(PLATFORMS)"; \
-		docker buildx build --platform $(PLATFORMS) -f $$df --build-arg VERSION=$(VERSION) $$tags $(if $(PUSH),--push) $$ctx || exit 1; \
-	done
+	@SERVICES="$(SERVICES)" VERSION="$(VERSION)" REGISTRY="$(REGISTRY)" IMAGE_TAGS="$(IMAGE_TAGS)" \
+		PLATFORMS="$(PLATFORMS)" PUSH="$(PUSH)" scripts/images.sh
 
 clean:
 	rm -rf bin .cache/setup-*

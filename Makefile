@@ -21,6 +21,7 @@ help:
 	@echo "make build           static binaries for linux amd64, arm64 and arm/v7 into bin/, checked"
 	@echo "make test-build      build checks on fresh amd64 binaries: static, size budgets, empty root"
 	@echo "make images          images for amd64, arm64 and arm/v7 (PUSH=1 with buildx: push to REGISTRY=$(REGISTRY))"
+	@echo "make test-images     every image and compose file under a container engine started here"
 	@echo "make docs            regenerate the env tables in each service README"
 	@echo "make lint            gofmt and go vet"
 
@@ -73,6 +74,7 @@ PKGS := ./common/... ./testenv/... ./examples/sensor/... $(addsuffix /...,$(addp
 TEST_PKGS = $(shell $(GO) list $(PKGS))
 test: lint setup $(addprefix setup-,$(SERVICES))
 	$(GOTEST) $(TEST_PKGS)
+	@$(MAKE) --no-print-directory test-images-if-possible VERSION=$(VERSION)
 
 # The common packages, the test servers and the block suite through the file
 # destination (no emulator).
@@ -138,6 +140,26 @@ IMAGE_TAGS ?= $(VERSION) latest
 images:
 	@SERVICES="$(SERVICES)" VERSION="$(VERSION)" REGISTRY="$(REGISTRY)" IMAGE_TAGS="$(IMAGE_TAGS)" \
 		PLATFORMS="$(PLATFORMS)" PUSH="$(PUSH)" scripts/images.sh
+
+# The images and the compose files under a real engine: the project's own
+# (dockerd from Debian, started here and stopped after by its PID), the base
+# images made locally (no registry is reachable), `make images`, then
+# testenv/imagetest (each image for each platform, arm ones under qemu-user)
+# and testenv/composetest's runs of every compose file with docker-compose.
+test-images: .cache/setup-mosquitto .cache/setup-node
+	@scripts/setup.sh docker
+	@scripts/setup.sh tools fake-gcs-server
+	@scripts/setup.sh engine-run $(MAKE) --no-print-directory test-images-on-engine VERSION=$(VERSION)
+test-images-on-engine:
+	@scripts/setup.sh base-images
+	@$(MAKE) --no-print-directory images VERSION=$(VERSION)
+	CLOUDBLOCK_ENGINE="$$DOCKER_HOST" CLOUDBLOCK_IMAGE_TAG=$(VERSION) $(GOTEST) -parallel 8 ./testenv/imagetest ./testenv/composetest
+# make test's part: test-images where the project's engine can be started (root,
+# Debian's packages, a kernel that runs it), else one line saying why not.
+test-images-if-possible:
+	@if why=$$(scripts/setup.sh engine probe 2>&1); then $(MAKE) --no-print-directory test-images VERSION=$(VERSION); \
+	else echo "make test: test-images SKIPPED: no container engine can be started here ($$why)"; fi
+.PHONY: test-images test-images-on-engine test-images-if-possible
 
 clean:
 	rm -rf bin .cache/setup-*

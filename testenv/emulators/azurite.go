@@ -35,13 +35,13 @@ type Azurite struct {
 	containers []string
 }
 
-// StartAzurite starts azurite-blob from testenv/node/node_modules, skipping
-// the test when `npm ci` has not been run there.
+// StartAzurite starts azurite-blob from testenv/node/node_modules, failing
+// the test when `npm ci` has not been run there (`make setup` does).
 func StartAzurite(t testing.TB) *Azurite {
 	t.Helper()
 	bin := filepath.Join(RepoRoot, "testenv", "node", "node_modules", ".bin", "azurite-blob")
 	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("azurite is not installed (%s missing): run `npm ci` in testenv/node", bin)
+		t.Fatalf("azurite is not installed (%s missing): run `make setup`", bin)
 	}
 	dir := t.TempDir()
 	a := &Azurite{AccountName: AzuriteAccountName, AccountKey: AzuriteAccountKey}

@@ -47,13 +47,14 @@ var RepoRoot = func() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }()
 
-// toolBin returns the path of a tool built by scripts/build-tools.sh, or
-// skips the test when it has not been built.
+// toolBin returns the path of a tool built by the set-up, failing the test
+// when it has not been built: a test that skipped would let CI pass
+// without having run.
 func toolBin(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(RepoRoot, ".cache", "bin", name)
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("%s is not built (%s missing): run `make tools` or `scripts/build-tools.sh %s`", name, p, name)
+		t.Fatalf("%s is not built (%s missing): run `make tools`", name, p)
 	}
 	return p
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"io"
 	"maps"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,17 +18,6 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/emulators"
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
-
-// startAzurite starts the shared launcher's Azurite. A missing install fails
-// the test: it must not pass in CI by skipping.
-func startAzurite(t *testing.T) *emulators.Azurite {
-	t.Helper()
-	bin := filepath.Join(emulators.RepoRoot, "testenv", "node", "node_modules", ".bin", "azurite-blob")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("azurite is not installed (%s missing): run `make setup` or `npm ci --prefix testenv/node`", bin)
-	}
-	return emulators.StartAzurite(t)
-}
 
 // azuriteEnv configures the sink for a's account with the original
 // variable names plus the endpoint override.
@@ -100,7 +87,7 @@ func listBlobs(t testing.TB, c *azblob.Client, ctr string) []storedBlob {
 
 func TestConformanceAzurite(t *testing.T) {
 	t.Parallel()
-	a := startAzurite(t)
+	a := emulators.StartAzurite(t)
 	client := a.Client(t)
 	for _, tc := range []struct{ name, mode, gzip string }{
 		{"batch", "batch", "false"},
@@ -135,7 +122,7 @@ func TestConformanceAzurite(t *testing.T) {
 // and what AZURE_BLOB_CREATE_CONTAINER does.
 func TestAzuriteConnect(t *testing.T) {
 	t.Parallel()
-	a := startAzurite(t)
+	a := emulators.StartAzurite(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -180,7 +167,7 @@ func TestAzuriteConnect(t *testing.T) {
 // rather than 409 BlobAlreadyExists, so write is needed too.)
 func TestAzuriteWriteOnlySAS(t *testing.T) {
 	t.Parallel()
-	a := startAzurite(t)
+	a := emulators.StartAzurite(t)
 	a.CreateContainer(t, "sas")
 	cred, err := azblob.NewSharedKeyCredential(a.AccountName, a.AccountKey)
 	if err != nil {
@@ -243,7 +230,7 @@ func TestAzuriteWriteOnlySAS(t *testing.T) {
 // Azurite stores and lists as they were written.
 func TestAzuriteTopicNames(t *testing.T) {
 	t.Parallel()
-	a := startAzurite(t)
+	a := emulators.StartAzurite(t)
 	a.CreateContainer(t, "topics")
 	s := realSink(t, with(azuriteEnv(a, "topics"), "AZURE_BLOB_KEY_TEMPLATE", "{topic}/{first}-{last}"), nil)
 	topics := []string{"sensors/temp", "a b/ü/..", "x%2Fy/#?&=+", "/leading/and/trailing/"}
@@ -280,7 +267,7 @@ func TestAzuriteTopicNames(t *testing.T) {
 // holds (UTF-8, a control byte, '%', not UTF-8 at all).
 func TestAzuriteMessageMetadata(t *testing.T) {
 	t.Parallel()
-	a := startAzurite(t)
+	a := emulators.StartAzurite(t)
 	a.CreateContainer(t, "metadata")
 	s := realSink(t, with(azuriteEnv(a, "metadata"), "AZURE_BLOB_OBJECT_MODE", "message"), nil)
 	topics := []string{"sensors/temp", "café/\x01/100% a+b", "bad\xff/ü"}

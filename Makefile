@@ -28,9 +28,11 @@ help:
 # --- set-up (idempotent) -------------------------------------------------------
 .cache/setup-mosquitto:
 	@scripts/setup.sh mosquitto && mkdir -p .cache && touch $@
+.cache/setup-promtool:
+	@scripts/setup.sh promtool && mkdir -p .cache && touch $@
 .cache/setup-node: testenv/node/package-lock.json
 	@scripts/setup.sh node && mkdir -p .cache && touch $@
-setup: .cache/setup-mosquitto .cache/setup-node tools
+setup: .cache/setup-mosquitto .cache/setup-node .cache/setup-promtool tools
 tools:
 	@scripts/setup.sh tools fake-gcs-server versitygw gofakes3
 

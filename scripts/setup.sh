@@ -2,6 +2,7 @@
 # Installs what the tests, benchmarks and demo need on a fresh Debian machine
 # with Go, idempotently: a warm machine skips every step.
 #   scripts/setup.sh mosquitto      Debian's mosquitto broker
+#   scripts/setup.sh promtool       promtool from Debian's prometheus package, into .cache/bin
 #   scripts/setup.sh node           npm packages pinned in testenv/node (Azurite, rhea)
 #   scripts/setup.sh tools NAME...  pinned Go tools (emulators) into .cache/bin
 #   scripts/setup.sh docker         Debian's container engine, docker-compose, qemu-user, debootstrap
@@ -229,6 +230,27 @@ mosquitto)
 	as_root apt-get update -qq
 	as_root apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >/dev/null
 	;;
+promtool)
+	# Only promtool, taken out of Debian's prometheus package: installing the
+	# package would start the Prometheus server (its init script or systemd
+	# unit), listening on :9090 on every interface.
+	bin="$root/.cache/bin"
+	if [ -x "$bin/promtool" ] || command -v promtool >/dev/null 2>&1; then
+		exit 0
+	fi
+	echo "setup: extracting promtool from Debian's prometheus package into .cache/bin (one time)"
+	tmp="$(mktemp -d)"
+	trap 'rm -rf "$tmp"' EXIT
+	# apt-get download needs no root, only the package lists (updated if it fails).
+	if ! (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
+		export DEBIAN_FRONTEND=noninteractive
+		as_root apt-get update -qq
+		(cd "$tmp" && apt-get download -qq prometheus >/dev/null)
+	fi
+	dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+	mkdir -p "$bin"
+	mv "$tmp/usr/bin/promtool" "$bin/promtool"
+	;;
 node)
 	dir="$root/testenv/node"
 	stamp="$dir/node_modules/.package-lock.json"
@@ -287,7 +309,7 @@ base-images)
 	base_images
 	;;
 *)
-	echo "usage: $0 mosquitto | node | tools NAME... | docker | engine start|stop|status | engine-run CMD... | base-images" >&2
+	echo "usage: $0 mosquitto | promtool | node | tools NAME... | docker | engine start|stop|status | engine-run CMD... | base-images" >&2
 	exit 2
 	;;
 esac

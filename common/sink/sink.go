@@ -139,3 +139,43 @@ func (e *BatchError) Err() error {
 	}
 	return e
 }
+
+// Checker is a destination that can prove, before the block is deployed,
+// that it is reachable and takes the configured credentials, with calls
+// that leave the destination as it was (the check subcommand). Check is
+// called on a connected sink: what Connect already proved need not be
+// asked again.
+type Checker interface {
+	// Check returns what it proved, one finding a line, or the error that
+	// stopped it: an AuthError when the credentials or a permission the
+	// block needs were refused, any other error when the destination could
+	// not be reached or did not answer as expected.
+	Check(ctx context.Context, opt CheckOptions) ([]Finding, error)
+}
+
+// CheckOptions are what the check subcommand asks of a destination.
+type CheckOptions struct {
+	// Write asks an object store to prove the right to write: it writes a
+	// small object (CheckObject) and deletes it. A destination where a
+	// write reaches consumers (a queue, a topic, a hub) never writes.
+	Write bool
+}
+
+// Finding is one line of a check's report.
+type Finding struct {
+	// Warn marks what was not proven, or what the check left behind,
+	// without being an error: a read the block does not need was refused,
+	// the test object could not be deleted.
+	Warn bool
+	Text string
+}
+
+// CheckObject is the name and content of the test object a check with
+// Write writes for device: under prefix (an object layout's, "" or ending
+// in "/"), where a policy may limit writes to, in a folder and with an
+// extension of its own, so it is never taken for one of the block's.
+func CheckObject(prefix, device string, now time.Time) (key string, body []byte) {
+	stamp := now.UTC().Format("20060102T150405.000000000Z")
+	key = prefix + "cloud-block-check/" + device + "-" + stamp + ".txt"
+	return key, []byte("written by cloud-block check at " + now.UTC().Format(time.RFC3339Nano) + "; deleted by it unless it could not\n")
+}

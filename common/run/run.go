@@ -31,11 +31,17 @@ import (
 // Version is set at build time with -ldflags "-X ...run.Version=...".
 var Version = "dev"
 
-// Exit codes.
+// Exit codes (listed by the help subcommand and in the README).
 const (
 	ExitOK     = 0
 	ExitFatal  = 1
 	ExitConfig = 2
+	// ExitUnreachable: check could not reach the broker or the destination,
+	// or it did not answer as expected (no such queue, bucket, topic, hub).
+	ExitUnreachable = 3
+	// ExitDenied: check was refused the credentials or a permission the
+	// block needs (by the broker, the destination or Azure Key Vault).
+	ExitDenied = 4
 )
 
 // Info is what a service's constructor gets besides its variables.
@@ -78,8 +84,13 @@ func Run(ctx context.Context, svc Service, args []string, lookup config.Lookup, 
 		case "env":
 			fmt.Fprint(stdout, config.MarkdownTable(svc.AllVars()))
 			return ExitOK
+		case "check":
+			return check(ctx, svc, args[1:], lookup, stdout, stderr)
+		case "help", "-h", "--help":
+			fmt.Fprint(stdout, help(svc))
+			return ExitOK
 		default:
-			fmt.Fprintf(stderr, "unknown command %q; commands: healthcheck, version, env (none runs the service)\n", args[0])
+			fmt.Fprintf(stderr, "unknown command %q; commands: check, healthcheck, env, version, help (none runs the service)\n", args[0])
 			return ExitConfig
 		}
 	}

@@ -99,6 +99,24 @@ func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func
 	return &s3.PutObjectOutput{}, nil
 }
 
+func (f *fakeS3) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, _ ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		if err := f.fail("DeleteObject", *in.Key); err != nil {
+			return nil, err
+		}
+	}
+	if *in.Bucket != f.bucket {
+		return nil, apiErr("NoSuchBucket")
+	}
+	delete(f.objects, *in.Key)
+	return &s3.DeleteObjectOutput{}, nil
+}
+
 // snapshot returns the stored objects by key, and the keys sorted.
 func (f *fakeS3) snapshot() (map[string]storedObject, []string) {
 	f.mu.Lock()

@@ -1,0 +1,65 @@
+package s3sink
+
+import (
+	"context"
+	"regexp"
+	"testing"
+
+	"github.com/cloud-block/cloud-block/common/sink"
+)
+
+var _ sink.Checker = (*Sink)(nil)
+
+func TestCheck(t *testing.T) {
+	refuse := func(op string) func(string, string) error {
+		return func(o, key string) error {
+			if o == op {
+				return apiErr("AccessDenied")
+			}
+			return nil
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		write bool
+		fail  func(op, key string) error
+		want  []string // patterns of the findings, "warn: " marking warnings
+		auth  bool     // fails with an AuthError
+		left  int      // objects left in the bucket
+	}{
+		{name: "read only", want: []string{`bucket test-bucket \(region us-east-1\) answered HeadBucket`}},
+		{name: "write", write: true, want: []string{`bucket .* answered HeadBucket`,
+			`wrote and deleted test object in/cloud-block-check/dev-1-\d{8}T\d{6}\.\d{9}Z\.txt \(PutObject, DeleteObject\)`}},
+		{name: "put refused", write: true, fail: refuse("PutObject"), auth: true, want: []string{`bucket .*`}},
+		{name: "delete refused", write: true, fail: refuse("DeleteObject"), left: 1, want: []string{`bucket .*`,
+			`warn: wrote test object in/cloud-block-check/dev-1-.*\.txt \(PutObject\) but could not delete it \(s3:DeleteObject, which the block does not need\): delete it by hand: authentication: deleting .*AccessDenied.*`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeS3(testBucket)
+			s := fakeSink(t, f, map[string]string{"AWS_S3_PREFIX": "in"})
+			if err := s.Connect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			f.fail = c.fail
+			fs, err := s.Check(context.Background(), sink.CheckOptions{Write: c.write})
+			if (err != nil) != c.auth || (err != nil && !sink.IsAuth(err)) {
+				t.Errorf("error %v, want an AuthError: %v", err, c.auth)
+			}
+			if len(fs) != len(c.want) {
+				t.Fatalf("findings %+v, want %q", fs, c.want)
+			}
+			for i, f := range fs {
+				text := f.Text
+				if f.Warn {
+					text = "warn: " + text
+				}
+				if !regexp.MustCompile("^" + c.want[i] + "$").MatchString(text) {
+					t.Errorf("finding %q, want %s", text, c.want[i])
+				}
+			}
+			if _, keys := f.snapshot(); len(keys) != c.left {
+				t.Errorf("objects left: %q, want %d", keys, c.left)
+			}
+		})
+	}
+}

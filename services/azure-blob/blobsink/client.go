@@ -16,6 +16,8 @@ import (
 type blobClient interface {
 	UploadBuffer(ctx context.Context, containerName, blobName string, buffer []byte, o *azblob.UploadBufferOptions) (azblob.UploadBufferResponse, error)
 	CreateContainer(ctx context.Context, containerName string, o *azblob.CreateContainerOptions) (azblob.CreateContainerResponse, error)
+	// DeleteBlob is for the check's test blob only.
+	DeleteBlob(ctx context.Context, containerName, blobName string, o *azblob.DeleteBlobOptions) (azblob.DeleteBlobResponse, error)
 }
 
 // containerClient is the subset of *container.Client the sink uses.

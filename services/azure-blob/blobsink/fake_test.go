@@ -33,7 +33,7 @@ type fakeStore struct {
 	// maxBody, if set, refuses larger bodies with 413 RequestBodyTooLarge.
 	maxBody int
 	// fail, if set, may fail a call before it is applied (op is "upload",
-	// "create" or "properties").
+	// "create", "properties" or "delete").
 	fail func(op, name string) error
 	// delay, if set, is how long an upload takes.
 	delay time.Duration
@@ -135,6 +135,19 @@ func (f *fakeStore) CreateContainer(ctx context.Context, name string, _ *azblob.
 	}
 	f.containers[name] = map[string]fakeBlob{}
 	return azblob.CreateContainerResponse{}, nil
+}
+
+func (f *fakeStore) DeleteBlob(ctx context.Context, ctr, name string, _ *azblob.DeleteBlobOptions) (azblob.DeleteBlobResponse, error) {
+	if err := f.check(ctx, "delete", name); err != nil {
+		return azblob.DeleteBlobResponse{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.containers[ctr][name]; !ok {
+		return azblob.DeleteBlobResponse{}, azErr(404, "BlobNotFound", "The specified blob does not exist.")
+	}
+	delete(f.containers[ctr], name)
+	return azblob.DeleteBlobResponse{}, nil
 }
 
 // blobs returns a copy of a container's blobs.

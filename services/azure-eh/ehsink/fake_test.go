@@ -25,6 +25,8 @@ type fakeHub struct {
 	sendErr func(n int, b *fakeBatch) error
 	// newErr, if set, fails NewEventDataBatch.
 	newErr error
+	// propsErr, if set, fails GetEventHubProperties.
+	propsErr error
 }
 
 type stored struct {
@@ -122,6 +124,18 @@ func (h *fakeHub) SendEventDataBatch(ctx context.Context, eb eventBatch, _ *azev
 		h.stored = append(h.stored, st)
 	}
 	return nil
+}
+
+func (h *fakeHub) GetEventHubProperties(ctx context.Context, _ *azeventhubs.GetEventHubPropertiesOptions) (azeventhubs.EventHubProperties, error) {
+	if err := ctx.Err(); err != nil {
+		return azeventhubs.EventHubProperties{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.propsErr != nil {
+		return azeventhubs.EventHubProperties{}, h.propsErr
+	}
+	return azeventhubs.EventHubProperties{Name: "hub", PartitionIDs: []string{"0", "1", "2", "3"}}, nil
 }
 
 func (h *fakeHub) Close(context.Context) error {

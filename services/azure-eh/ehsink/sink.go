@@ -56,6 +56,8 @@ func producerOptions() *azeventhubs.ProducerClientOptions {
 type producer interface {
 	NewEventDataBatch(ctx context.Context, o *azeventhubs.EventDataBatchOptions) (eventBatch, error)
 	SendEventDataBatch(ctx context.Context, b eventBatch, o *azeventhubs.SendEventDataBatchOptions) error
+	// GetEventHubProperties is for the check only.
+	GetEventHubProperties(ctx context.Context, o *azeventhubs.GetEventHubPropertiesOptions) (azeventhubs.EventHubProperties, error)
 	Close(ctx context.Context) error
 }
 
@@ -77,6 +79,10 @@ func (p sdkProducer) NewEventDataBatch(ctx context.Context, o *azeventhubs.Event
 
 func (p sdkProducer) SendEventDataBatch(ctx context.Context, b eventBatch, o *azeventhubs.SendEventDataBatchOptions) error {
 	return p.c.SendEventDataBatch(ctx, b.(*azeventhubs.EventDataBatch), o)
+}
+
+func (p sdkProducer) GetEventHubProperties(ctx context.Context, o *azeventhubs.GetEventHubPropertiesOptions) (azeventhubs.EventHubProperties, error) {
+	return p.c.GetEventHubProperties(ctx, o)
 }
 
 func (p sdkProducer) Close(ctx context.Context) error { return p.c.Close(ctx) }

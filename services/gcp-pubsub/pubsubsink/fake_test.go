@@ -2,6 +2,7 @@ package pubsubsink
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 
@@ -26,6 +27,10 @@ type fakePub struct {
 	paused    map[string]bool
 	resumed   []string
 	stops     int
+
+	// For the check: GetTopic's error, and the permissions granted.
+	topicErr error
+	granted  []string
 }
 
 func newFakePub() *fakePub {
@@ -86,6 +91,18 @@ func (f *fakePub) Stop() error {
 	defer f.mu.Unlock()
 	f.stops++
 	return nil
+}
+
+func (f *fakePub) getTopic(context.Context, string) error { return f.topicErr }
+
+func (f *fakePub) testPermissions(_ context.Context, _ string, perms []string) ([]string, error) {
+	var out []string
+	for _, p := range perms {
+		if slices.Contains(f.granted, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // byID returns the published payloads by id attribute.

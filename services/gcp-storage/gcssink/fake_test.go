@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -34,6 +35,11 @@ type fakeBucket struct {
 	inFlight sinktest.Concurrency // inserts
 	// gate, if set, holds every insert until it is closed.
 	gate chan struct{}
+
+	// For the check: Get Bucket's error, the permissions granted, and
+	// the error of a delete.
+	attrsErr, deleteErr error
+	granted             []string
 }
 
 func newFakeBucket() *fakeBucket { return &fakeBucket{objects: map[string]stored{}} }
@@ -111,6 +117,28 @@ func decodeObject(t testing.TB, key string, body []byte, contentType, contentEnc
 	}
 	out[id] = body
 	return out
+}
+
+func (f *fakeBucket) bucketAttrs(context.Context, string) error { return f.attrsErr }
+
+func (f *fakeBucket) testPermissions(_ context.Context, _ string, perms []string) ([]string, error) {
+	var out []string
+	for _, p := range perms {
+		if slices.Contains(f.granted, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeBucket) deleteObject(_ context.Context, _, key string) error {
+	if f.deleteErr != nil {
+		return f.deleteErr
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.objects, key)
+	return nil
 }
 
 // loadDev is the service's load for the device the tests use.

@@ -171,10 +171,14 @@ type Finding struct {
 }
 
 // CheckObject is the name and content of the test object a check with
-// Write writes for device: under prefix (an object layout's, "" or ending
-// in "/"), where a policy may limit writes to, in a folder and with an
-// extension of its own, so it is never taken for one of the block's.
+// Write writes for device: under the object layout's prefix (with a "/"
+// added if it does not end in one, as for every key), where a policy may
+// limit writes to, in a folder and with an extension of its own, so it is
+// never taken for one of the block's.
 func CheckObject(prefix, device string, now time.Time) (key string, body []byte) {
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
 	stamp := now.UTC().Format("20060102T150405.000000000Z")
 	key = prefix + "cloud-block-check/" + device + "-" + stamp + ".txt"
 	return key, []byte("written by cloud-block check at " + now.UTC().Format(time.RFC3339Nano) + "; deleted by it unless it could not\n")

@@ -183,9 +183,11 @@ func (s *Sink) classify(err error) error {
 	}
 	switch api.ErrorCode() {
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-		"TokenRefreshRequired", "AccountProblem", "AllAccessDisabled",
-		"Forbidden": // HeadBucket's 403: a HEAD answer has no body to say more
+		"TokenRefreshRequired", "AccountProblem", "AllAccessDisabled":
 		return &sink.AuthError{Err: err}
+	case "Forbidden":
+		// HeadBucket's 403: a HEAD answer has no body to say more.
+		return &sink.AuthError{Err: fmt.Errorf("%w (a wrong access key or secret, or no s3:ListBucket on bucket %q)", err, s.cfg.Bucket)}
 	case "NoSuchBucket",
 		"NotFound": // HeadBucket's 404
 		// Not the messages' fault: retried until someone creates the bucket.

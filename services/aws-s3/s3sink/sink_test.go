@@ -58,8 +58,8 @@ func TestConnectChecksBucket(t *testing.T) {
 
 	f = newFakeS3(testBucket)
 	f.fail = func(op, _ string) error { return apiErr("Forbidden") }
-	if err := fakeSink(t, f, nil).Connect(context.Background()); !sink.IsAuth(err) {
-		t.Errorf("HeadBucket 403 is not an AuthError: %v", err)
+	if err := fakeSink(t, f, nil).Connect(context.Background()); !sink.IsAuth(err) || !strings.Contains(err.Error(), `(a wrong access key or secret, or no s3:ListBucket on bucket "test-bucket")`) {
+		t.Errorf("HeadBucket 403 is not an AuthError saying what it may mean: %v", err)
 	}
 }
 

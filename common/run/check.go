@@ -383,12 +383,39 @@ func (s *secrets) add(v string) {
 	}
 	for _, field := range strings.Split(v, ";") {
 		k, val, ok := strings.Cut(field, "=")
-		k = strings.ToLower(k)
-		if ok && len(val) >= 4 && (strings.Contains(k, "key") || strings.Contains(k, "signature") ||
-			strings.Contains(k, "secret") || strings.Contains(k, "password") || strings.Contains(k, "token")) {
+		if !ok || !secretField(k) {
+			continue
+		}
+		if len(val) >= 8 {
 			s.values[val] = true
 		}
+		// A SAS: its sig parameter.
+		if q, err := url.ParseQuery(val); err == nil {
+			for qk, qv := range q {
+				for _, x := range qv {
+					if len(x) >= 8 && (qk == "sig" || secretField(qk)) {
+						s.values[x] = true
+					}
+				}
+			}
+		}
 	}
+}
+
+// secretField reports whether a connection string's field (or a query
+// parameter) holds a secret: a key, signature, secret, password or token,
+// but not a name (SharedAccessKeyName, AccountName).
+func secretField(k string) bool {
+	k = strings.ToLower(strings.TrimSpace(k))
+	if strings.HasSuffix(k, "name") {
+		return false
+	}
+	for _, w := range []string{"key", "signature", "secret", "password", "token"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // replacer masks every recorded value, longest first, so that a value

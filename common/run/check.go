@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -123,6 +125,9 @@ func checkBroker(ctx context.Context, o mqtt.Options) []finding {
 	}
 	c := paho.NewClient(co)
 	if err := waitToken(ctx, c.Connect()); err != nil {
+		if v := tlsVerdict(ctx, o.Broker, o.TLS); refusedCertificate(v) {
+			err = v
+		}
 		return []finding{brokerFailure(where, who, err)}
 	}
 	defer c.Disconnect(250)
@@ -164,16 +169,66 @@ func waitToken(ctx context.Context, tok paho.Token) error {
 // credentials or the client certificate is a denial, anything else
 // (refused, timed out, an untrusted server certificate) unreachable.
 func brokerFailure(where, who string, err error) finding {
-	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
 	switch {
 	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword), errors.Is(err, packets.ErrorRefusedNotAuthorised):
 		return finding{statusDenied, "mqtt", fmt.Sprintf("%s refused the connection %s: %s", where, who, oneLine(err.Error()))}
-	case errors.As(err, &alert) && (alert == 42 || alert == 48 || alert == 116):
-		// bad_certificate, unknown_ca, certificate_required: the broker
-		// did not accept the client certificate (or its absence).
-		return finding{statusDenied, "mqtt", fmt.Sprintf("%s refused the TLS handshake %s: %s", where, who, oneLine(err.Error()))}
+	case refusedCertificate(err):
+		return finding{statusDenied, "mqtt", fmt.Sprintf("%s refused the connection %s in the TLS handshake: it wants a client certificate it trusts (LOCAL_MQTT_CERT, LOCAL_MQTT_KEY): %s", where, who, oneLine(err.Error()))}
+	case errors.As(err, &verify):
+		return finding{statusUnreachable, "mqtt", fmt.Sprintf("cannot connect to %s %s: the broker's certificate is not trusted (check LOCAL_MQTT_CA and LOCAL_MQTT_TLS_SERVER_NAME): %s", where, who, oneLine(err.Error()))}
 	}
 	return finding{statusUnreachable, "mqtt", fmt.Sprintf("cannot connect to %s %s: %s", where, who, oneLine(err.Error()))}
+}
+
+// tlsVerdict dials a TLS broker (not over WebSocket) again after a failed
+// connection and waits briefly for the broker's verdict on the client's
+// certificate. With TLS 1.3 a broker refuses it only after the client has
+// finished its handshake; the client's CONNECT then meets a closed
+// connection, and the alert saying why is often lost to the reset. It
+// returns what reading brought (nil without TLS).
+func tlsVerdict(ctx context.Context, u *url.URL, cfg *tls.Config) error {
+	if cfg == nil || (u.Scheme != "mqtts" && u.Scheme != "ssl" && u.Scheme != "tls") {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d := &tls.Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// An MQTT broker says nothing before CONNECT: only an alert comes.
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	return err
+}
+
+// refusedCertificate reports whether the broker ended the TLS handshake
+// with an alert refusing the client's certificate, or its absence:
+// bad_certificate (42), unsupported_certificate (43), certificate_revoked
+// (44), certificate_expired (45), unknown_ca (48), access_denied (49),
+// certificate_required (116). Over TCP, crypto/tls reports an alert
+// received as a *net.OpError "remote error" around a value of its
+// unexported alert type (a uint8); tls.AlertError is what QUIC reports.
+func refusedCertificate(err error) bool {
+	code := -1
+	var ae tls.AlertError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &ae):
+		code = int(ae)
+	case errors.As(err, &op) && op.Op == "remote error" && op.Err != nil:
+		if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
+			code = int(v.Uint())
+		}
+	}
+	switch code {
+	case 42, 43, 44, 45, 48, 49, 116:
+		return true
+	}
+	return false
 }
 
 // pahoURL is the broker's URL in a scheme paho knows, as the subscriber

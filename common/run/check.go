@@ -269,7 +269,8 @@ func checkDestination(ctx context.Context, s *settings, opt sink.CheckOptions) [
 	defer cancel()
 	name := s.svc.Name
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Closed even when the check's time ran out.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = s.snk.Close(cctx)
 	}()

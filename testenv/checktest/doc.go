@@ -5,7 +5,9 @@
 // with a wrong broker password (exit 4, denied), with the emulator and the
 // broker stopped (exit 3, unreachable) and with bad variables (exit 2,
 // named as start-up names them), no secret in any output; help, version,
-// env, healthcheck against a running block and an unknown command.
+// env, healthcheck against a running block and an unknown command. And
+// check against a broker requiring TLS with a client certificate: trusted,
+// untrusted, refused.
 //
 // It only has tests; make test runs them (./testenv/...).
 package checktest

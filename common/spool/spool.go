@@ -111,8 +111,8 @@ const (
 
 	// A segment is a sixteenth of MaxBytes and at least 64 KiB; a record
 	// at most a quarter.
-	MaxBytesMin = 1 << 20
-	MaxBytesMax = 1 << 40
+	MaxBytesMin int64 = 1 << 20
+	MaxBytesMax int64 = 1 << 40 // int64: over an int on 32-bit ARM
 	// Below 64 KiB, held messages would be written in tiny groups.
 	MemoryBytesMin = 64 << 10
 	MemoryBytesMax = 1 << 30

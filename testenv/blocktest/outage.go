@@ -99,10 +99,13 @@ func outage(t *testing.T, tg *target, sc Scale) {
 
 func outagePastCap(t *testing.T, tg *target, sc Scale) {
 	// The retry cap is a quarter of the outage: the block has been
-	// retrying at the cap for most of it when the emulator returns.
-	capd := max(sc.Outage/4, 2*time.Second)
+	// retrying at the cap for most of it when the emulator returns. At
+	// least 3 s: a failed call takes time of its own (the Blob SDK's quick
+	// retries of a refused connection: about 1.7 s), and the last 2 caps of
+	// the outage must hold one.
+	capd := max(sc.Outage/4, 3*time.Second)
 	r, s := outageRig(t, tg, map[string]string{"RETRY_MAX_BACKOFF": capd.String()})
-	away(r, s, "outage-past-cap", sc.Outage+capd, capd, false)
+	away(r, s, "outage-past-cap", sc.Outage+2*capd, capd, false)
 }
 
 func networkCut(t *testing.T, tg *target, sc Scale) {

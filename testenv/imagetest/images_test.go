@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"debug/elf"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -23,8 +22,9 @@ import (
 // TestServiceImages proves, for each service's image `make images` built:
 // it holds only the binary (for the tag's platform) and the CA bundle, runs
 // as 65532 with a read-only root file system and only /data writable, says
-// its version, stays healthy while its cloud is down and delivers what it
-// kept once the cloud returns, drains on SIGTERM within the compose files'
+// its version, checks its broker and cloud (check), stays healthy while its
+// cloud is down (having reached it or not) and delivers what it kept once
+// the cloud returns, drains on SIGTERM within the compose files'
 // stop_grace_period, and the arm64 and arm/v7 images run the same way
 // under qemu-user.
 func TestServiceImages(t *testing.T) {
@@ -56,10 +56,10 @@ func TestServiceImages(t *testing.T) {
 					}
 				}
 				img := e.Image(svc, "")
-				// Nothing serves /ready: the healthcheck fails, saying why.
+				// Nothing serves the endpoint: the healthcheck fails, naming it.
 				out, _, err := e.Try("run", "--rm", "--network", "none", img, "healthcheck")
-				if exitCode(err) != 1 || !strings.Contains(out, "not ready") {
-					t.Errorf("healthcheck without the service: exit %d, %q; want exit 1, not ready", exitCode(err), out)
+				if exitCode(err) != 1 || !strings.Contains(out, "127.0.0.1:8080") {
+					t.Errorf("healthcheck without the service: exit %d, %q; want exit 1 naming 127.0.0.1:8080", exitCode(err), out)
 				}
 				// Unconfigured: exit 2, naming what is missing (compose: restart: always
 				// tries again until the dashboard's variables are set).
@@ -279,9 +279,25 @@ func (b *block) firstDelivery(t *testing.T, start time.Time, timeout time.Durati
 	return first
 }
 
+// check runs the image's check subcommand against the test's broker and
+// cloud, as a user would before deploying, and returns its exit code.
+func (b *block) check(t *testing.T) (int, string) {
+	t.Helper()
+	args := []string{"run", "--rm", "--network", b.net, "--read-only",
+		"-e", "LOCAL_MQTT_HOST=" + b.broker.URL, "-e", "LOCAL_MQTT_INPUT_TOPIC=" + b.pub.Topic}
+	for k, v := range b.dest.Env {
+		args = append(args, "-e", k+"="+v)
+	}
+	out, errOut, err := b.e.Try(append(args, b.image, "check")...)
+	return exitCode(err), out + errOut
+}
+
 // runBlock runs the engine's own platform's image through a block's life.
 func runBlock(t *testing.T, e *Engine, svc string) {
 	b := startRig(t, e, svc, e.Image(svc, ""))
+	if code, out := b.check(t); code != 0 || !strings.Contains(out, "result: ok") {
+		t.Errorf("check with the broker and the cloud up: exit %d, want 0:\n%s", code, out)
+	}
 	start := b.run(t)
 	first := b.firstDelivery(t, start, 2*time.Minute)
 	t.Logf("%s: first delivery %.1f s after docker run", b.image, first.Seconds())
@@ -312,36 +328,11 @@ func runBlock(t *testing.T, e *Engine, svc string) {
 	b.dest.Down()
 	down := time.Now()
 	b.pub.Publish(200, 300, 0)
-	ip := c.NetworkSettings.Networks[b.net].IPAddress
-	WaitFor(t, time.Minute, "the block's /ready showing the backlog", func() error {
-		code, body, err := Get("http://" + ip + ":8080/ready")
-		if err != nil {
-			return err
-		}
-		var r struct {
-			Spool int `json:"spool_messages"`
-		}
-		if json.Unmarshal(body, &r); code != 200 || r.Spool == 0 {
-			return fmt.Errorf("status %d: %s", code, body)
-		}
-		return nil
-	})
-	WaitFor(t, time.Minute, "five health checks while the cloud is down", func() error {
-		h := b.e.Container(t, b.name).State.Health
-		n := 0
-		for _, l := range h.Log {
-			if l.Start.After(down) {
-				if l.ExitCode != 0 {
-					t.Fatalf("unhealthy while the cloud is down: %s", l.Output)
-				}
-				n++
-			}
-		}
-		if n < 5 || h.Status != "healthy" {
-			return fmt.Errorf("%d checks, %s", n, h.Status)
-		}
-		return nil
-	})
+	b.waitBacklog(t)
+	b.waitHealthyChecks(t, down)
+	if code, out := b.check(t); code != 3 || !strings.Contains(out, "unreachable") {
+		t.Errorf("check with the cloud down: exit %d, want 3 (unreachable):\n%s", code, out)
+	}
 	b.dest.Up()
 	b.waitDelivered(t, 200, 300, 2*time.Minute)
 
@@ -374,6 +365,66 @@ func runBlock(t *testing.T, e *Engine, svc string) {
 	if want := "65532:65532 /data\n65532:65532 /data/cloud-block/" + svc; out != want {
 		t.Errorf("the volume:\n%s\nwant\n%s", out, want)
 	}
+
+	// A block that starts while its cloud is down is alive too: the engine
+	// reports it healthy (restarting it would not bring the cloud back),
+	// /ready says why it is not ready, and it delivers once the cloud is up.
+	b.dest.Down()
+	b.name, b.vol = Name(svc), b.e.Volume(t)
+	b.e.RemoveContainer(t, b.name)
+	b.run(t)
+	down = time.Now()
+	// Its MQTT session is new: what was published before it subscribed is
+	// not its own. Its first messages are kept once it holds one.
+	b.waitReceiving(t)
+	b.pub.Publish(2000, 2100, 0)
+	b.waitBacklog(t)
+	b.waitHealthyChecks(t, down)
+	b.dest.Up()
+	b.waitDelivered(t, 2000, 2100, 2*time.Minute)
+}
+
+// waitReceiving publishes a message every 100 ms (indices from 200000 on)
+// until the block's buffer holds one: it has subscribed.
+func (b *block) waitReceiving(t *testing.T) {
+	t.Helper()
+	ip := b.e.Container(t, b.name).NetworkSettings.Networks[b.net].IPAddress
+	i := 200000
+	WaitFor(t, time.Minute, "the block receiving", func() error {
+		b.pub.Publish(i, i+1, 0)
+		i++
+		return Backlog(ip)
+	})
+}
+
+// waitBacklog waits until the block's /ready (on the test network) counts
+// undelivered messages in its buffer.
+func (b *block) waitBacklog(t *testing.T) {
+	t.Helper()
+	ip := b.e.Container(t, b.name).NetworkSettings.Networks[b.net].IPAddress
+	WaitFor(t, time.Minute, "the block's /ready showing a backlog", func() error { return Backlog(ip) })
+}
+
+// waitHealthyChecks waits for five health checks that started after since,
+// the engine's last five, and fails the test if one failed.
+func (b *block) waitHealthyChecks(t *testing.T, since time.Time) {
+	t.Helper()
+	WaitFor(t, time.Minute, "five health checks", func() error {
+		h := b.e.Container(t, b.name).State.Health
+		n := 0
+		for _, l := range h.Log {
+			if l.Start.After(since) {
+				if l.ExitCode != 0 {
+					t.Fatalf("unhealthy: %s", l.Output)
+				}
+				n++
+			}
+		}
+		if n < 5 || h.Status != "healthy" {
+			return fmt.Errorf("%d checks, %s", n, h.Status)
+		}
+		return nil
+	})
 }
 
 // runEmulated runs an arm image under qemu-user: it starts, becomes

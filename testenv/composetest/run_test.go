@@ -21,9 +21,11 @@ import (
 
 // TestComposeRun brings every compose file up with docker-compose exactly as
 // written, under the engine of `make test-images` (skipped without it). The
-// only addition is an override file per block (overrides/<service>.yml) with
-// what a user fills in, pointed at the test's emulator, and one putting the
-// file's default network on a network of the test's own (overrides/network.yml).
+// only additions are override files: one per block (overrides/<service>.yml)
+// with what a user fills in, pointed at the test's emulator, and what a balena
+// device gives (overrides/device.yml): the device's id, which keeps the MQTT
+// client ids stable when `up` makes the containers anew, and a network, here
+// one of the test's own.
 // Mosquitto is built from compose/mosquitto, the sensor and the blocks are
 // the images `make images` tagged :latest. For each file:
 //   - the sensor's readings arrive at every destination, and the engine
@@ -73,9 +75,12 @@ func TestOverrides(t *testing.T) {
 				if v != "${"+k+"}" {
 					t.Errorf("%s: %q, want ${%s}", k, v, k)
 				}
-				if _, ok := d.Env[k]; !ok {
+				if _, ok := d.Env[k]; !ok && k != "BALENA_DEVICE_UUID" {
 					t.Errorf("%s is not a variable the test sets", k)
 				}
+			}
+			if _, ok := env["BALENA_DEVICE_UUID"]; !ok {
+				t.Errorf("no BALENA_DEVICE_UUID, which balena gives every service")
 			}
 			for k := range d.Env {
 				if _, ok := env[k]; !ok {
@@ -131,7 +136,7 @@ func runFile(t *testing.T, e *imagetest.Engine, compose, path string) {
 	p := &project{t: t, e: e, compose: compose, name: imagetest.Name("compose"), dests: map[string]*imagetest.Destination{}}
 	var gw string
 	p.net, gw = e.Network(t)
-	p.env = append(os.Environ(), "DOCKER_HOST="+e.Host, "CLOUDBLOCK_TEST_NETWORK="+p.net)
+	p.env = append(os.Environ(), "DOCKER_HOST="+e.Host, "CLOUDBLOCK_TEST_NETWORK="+p.net, "BALENA_DEVICE_UUID="+p.name)
 	p.files = []string{"-f", path}
 	for name := range f.Services {
 		if svc, ok := strings.CutPrefix(name, "cloud-block-"); ok {
@@ -147,7 +152,7 @@ func runFile(t *testing.T, e *imagetest.Engine, compose, path string) {
 		}
 		p.files = append(p.files, "-f", filepath.Join(root, "testenv", "composetest", "overrides", svc+".yml"))
 	}
-	p.files = append(p.files, "-f", filepath.Join(root, "testenv", "composetest", "overrides", "network.yml"))
+	p.files = append(p.files, "-f", filepath.Join(root, "testenv", "composetest", "overrides", "device.yml"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := p.run("logs", "--no-color", "--tail", "40")
@@ -218,6 +223,7 @@ func runFile(t *testing.T, e *imagetest.Engine, compose, path string) {
 	}
 	p.must("stop")
 	acked := p.sensorAcknowledged()
+	p.removeAnonymousVolumes()
 	p.must("down")
 	for _, svc := range p.blocks {
 		vol := p.name + "_" + svc + "-data"
@@ -237,7 +243,31 @@ func runFile(t *testing.T, e *imagetest.Engine, compose, path string) {
 			}
 			return r.gaps()
 		})
+		// What the sensor published before the block's first connection
+		// ever is not the block's: the broker had no session for it.
+		r := readingsOf(t, p.dests[svc])
+		t.Logf("%s: %s: the first run's readings %d..%d of the sensor's %d delivered", filepath.Base(path), svc, r.minOf(r.boots()[0]), r.maxOf(r.boots()[0]), acked)
 	}
+}
+
+// removeAnonymousVolumes removes, when the test ends, the volumes the
+// containers' images declare and the file does not name (Mosquitto's
+// /mosquitto/log): `down` without -v leaves them behind.
+func (p *project) removeAnonymousVolumes() {
+	p.t.Helper()
+	var names []string
+	for _, id := range strings.Fields(p.must("ps", "-q")) {
+		for _, m := range p.e.Container(p.t, id).Mounts {
+			if m.Type == "volume" && !strings.HasPrefix(m.Name, p.name+"_") {
+				names = append(names, m.Name)
+			}
+		}
+	}
+	p.t.Cleanup(func() {
+		for _, n := range names {
+			p.e.Try("volume", "rm", n)
+		}
+	})
 }
 
 // waitHealthy waits until the engine reports a service's container healthy
@@ -260,19 +290,7 @@ func (p *project) waitBacklog(svc string) {
 	p.t.Helper()
 	c := p.e.Container(p.t, p.container(svc))
 	ip := c.NetworkSettings.Networks[p.net].IPAddress
-	imagetest.WaitFor(p.t, 2*time.Minute, svc+" holding a backlog", func() error {
-		_, body, err := imagetest.Get("http://" + ip + ":8080/ready")
-		if err != nil {
-			return err
-		}
-		var r struct {
-			Spool int `json:"spool_messages"`
-		}
-		if err := json.Unmarshal(body, &r); err != nil || r.Spool == 0 {
-			return fmt.Errorf("%s", body)
-		}
-		return nil
-	})
+	imagetest.WaitFor(p.t, 2*time.Minute, svc+" holding a backlog", func() error { return imagetest.Backlog(ip) })
 }
 
 var stopping = regexp.MustCompile(`"msg":"stopping".*"acknowledged":(\d+)`)
@@ -331,6 +349,14 @@ func (r readings) maxOf(boot int64) int {
 	return m
 }
 
+func (r readings) minOf(boot int64) int {
+	m := r.maxOf(boot)
+	for s := range r[boot] {
+		m = min(m, s)
+	}
+	return m
+}
+
 // maxSeq is the latest seq of the latest boot.
 func maxSeq(r readings) int {
 	b := r.boots()
@@ -345,10 +371,7 @@ func maxSeq(r readings) int {
 // not the block's to keep: the broker had no session for it yet).
 func (r readings) gaps() error {
 	for boot, seqs := range r {
-		lo := r.maxOf(boot)
-		for s := range seqs {
-			lo = min(lo, s)
-		}
+		lo := r.minOf(boot)
 		for s := lo; s <= r.maxOf(boot); s++ {
 			if !seqs[s] {
 				return fmt.Errorf("boot %d: reading %d missing (have %d..%d)", boot, s, lo, r.maxOf(boot))

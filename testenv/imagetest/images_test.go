@@ -280,7 +280,8 @@ func (b *block) firstDelivery(t *testing.T, start time.Time, timeout time.Durati
 }
 
 // check runs the image's check subcommand against the test's broker and
-// cloud, as a user would before deploying, and returns its exit code.
+// cloud, as a user would before deploying, and returns its exit code and
+// what it printed.
 func (b *block) check(t *testing.T) (int, string) {
 	t.Helper()
 	args := []string{"run", "--rm", "--network", b.net, "--read-only",
@@ -367,15 +368,15 @@ func runBlock(t *testing.T, e *Engine, svc string) {
 	}
 
 	// A block that starts while its cloud is down is alive too: the engine
-	// reports it healthy (restarting it would not bring the cloud back),
-	// /ready says why it is not ready, and it delivers once the cloud is up.
+	// reports it healthy (restarting it would not bring the cloud back), it
+	// keeps what arrives, and delivers it once the cloud is up.
 	b.dest.Down()
 	b.name, b.vol = Name(svc), b.e.Volume(t)
 	b.e.RemoveContainer(t, b.name)
 	b.run(t)
 	down = time.Now()
 	// Its MQTT session is new: what was published before it subscribed is
-	// not its own. Its first messages are kept once it holds one.
+	// not its own, so the test publishes once it has received a message.
 	b.waitReceiving(t)
 	b.pub.Publish(2000, 2100, 0)
 	b.waitBacklog(t)

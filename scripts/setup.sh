@@ -25,6 +25,7 @@ ENGINE_PIDFILE=/run/cloudblock-docker.pid
 ENGINE_EXEC=/run/cloudblock-docker
 ENGINE_DATA="$root/.cache/docker"
 ENGINE_LOG="$root/.cache/docker.log"
+ENGINE_LOCK=/run/cloudblock-docker.lock
 # The client that matches Debian's engine (20.10): it has BuildKit built in.
 # A newer client elsewhere on PATH (docker 28 at /usr/local/bin) needs the
 # buildx plugin for the same builds, and Debian has none.
@@ -87,7 +88,7 @@ engine_start() {
 	# the tests make networks of their own, and builds use the host's network.
 	setsid /usr/sbin/dockerd --host "unix://$ENGINE_SOCK" --pidfile "$ENGINE_PIDFILE" \
 		--data-root "$ENGINE_DATA" --exec-root "$ENGINE_EXEC" --bridge none \
-		</dev/null >"$ENGINE_LOG" 2>&1 &
+		</dev/null >"$ENGINE_LOG" 2>&1 9>&- &
 	local pid=$! i
 	for i in $(seq 1 120); do
 		if engine_up; then
@@ -295,6 +296,13 @@ engine)
 	;;
 engine-run)
 	[ "$#" -gt 0 ] || { echo "usage: $0 engine-run CMD..." >&2; exit 2; }
+	# One run at a time: a run that started the engine stops it when it
+	# ends, which must not happen under another's feet.
+	exec 9>"$ENGINE_LOCK"
+	if ! flock -n 9; then
+		echo "setup: waiting for another run on the project's engine to end"
+		flock 9
+	fi
 	started=
 	if ! engine_up; then
 		engine_start

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -189,4 +190,23 @@ func (c *Concurrency) Peak() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.peak
+}
+
+// WantFindings checks a Checker's findings against want, in order: each a
+// regular expression for the whole text, which is prefixed "warn: " for a
+// warning.
+func WantFindings(t testing.TB, fs []sink.Finding, want []string) {
+	t.Helper()
+	if len(fs) != len(want) {
+		t.Fatalf("findings %+v, want %q", fs, want)
+	}
+	for i, f := range fs {
+		text := f.Text
+		if f.Warn {
+			text = "warn: " + text
+		}
+		if !regexp.MustCompile("^" + want[i] + "$").MatchString(text) {
+			t.Errorf("finding %q, want %s", text, want[i])
+		}
+	}
 }

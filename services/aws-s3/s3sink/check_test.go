@@ -2,10 +2,10 @@ package s3sink
 
 import (
 	"context"
-	"regexp"
 	"testing"
 
 	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 var _ sink.Checker = (*Sink)(nil)
@@ -45,18 +45,7 @@ func TestCheck(t *testing.T) {
 			if (err != nil) != c.auth || (err != nil && !sink.IsAuth(err)) {
 				t.Errorf("error %v, want an AuthError: %v", err, c.auth)
 			}
-			if len(fs) != len(c.want) {
-				t.Fatalf("findings %+v, want %q", fs, c.want)
-			}
-			for i, f := range fs {
-				text := f.Text
-				if f.Warn {
-					text = "warn: " + text
-				}
-				if !regexp.MustCompile("^" + c.want[i] + "$").MatchString(text) {
-					t.Errorf("finding %q, want %s", text, c.want[i])
-				}
-			}
+			sinktest.WantFindings(t, fs, c.want)
 			if _, keys := f.snapshot(); len(keys) != c.left {
 				t.Errorf("objects left: %q, want %d", keys, c.left)
 			}

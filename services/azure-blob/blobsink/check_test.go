@@ -2,11 +2,11 @@ package blobsink
 
 import (
 	"context"
-	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 var _ sink.Checker = (*Sink)(nil)
@@ -54,18 +54,7 @@ func TestCheck(t *testing.T) {
 			if err != nil && strings.Contains(err.Error(), "SECRETSIG") {
 				t.Errorf("the SAS in the error: %v", err)
 			}
-			if len(fs) != len(c.want) {
-				t.Fatalf("findings %+v, want %q", fs, c.want)
-			}
-			for i, f := range fs {
-				text := f.Text
-				if f.Warn {
-					text = "warn: " + text
-				}
-				if !regexp.MustCompile("^" + c.want[i] + "$").MatchString(text) {
-					t.Errorf("finding %q, want %s", text, c.want[i])
-				}
-			}
+			sinktest.WantFindings(t, fs, c.want)
 			if n := len(store.blobs("ctr")); n != c.left {
 				t.Errorf("%d blobs left, want %d", n, c.left)
 			}

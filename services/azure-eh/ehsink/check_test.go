@@ -2,12 +2,12 @@ package ehsink
 
 import (
 	"context"
-	"regexp"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
 
 	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
 var _ sink.Checker = (*Sink)(nil)
@@ -37,18 +37,7 @@ func TestCheck(t *testing.T) {
 			if (err != nil) != c.fails || sink.IsAuth(err) {
 				t.Errorf("error %v, want one: %v (never an AuthError: the link was taken)", err, c.fails)
 			}
-			if len(fs) != len(c.want) {
-				t.Fatalf("findings %+v, want %q", fs, c.want)
-			}
-			for i, f := range fs {
-				text := f.Text
-				if f.Warn {
-					text = "warn: " + text
-				}
-				if !regexp.MustCompile("^" + c.want[i] + "$").MatchString(text) {
-					t.Errorf("finding %q, want %s", text, c.want[i])
-				}
-			}
+			sinktest.WantFindings(t, fs, c.want)
 		})
 	}
 }

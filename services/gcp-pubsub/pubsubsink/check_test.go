@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cloud-block/cloud-block/common/sink"
+	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 	"github.com/cloud-block/cloud-block/testenv/emulators"
 )
 
@@ -49,18 +50,7 @@ func TestCheck(t *testing.T) {
 			if (err != nil) != c.fails || sink.IsAuth(err) != c.auth {
 				t.Errorf("error %v: want failure %v, auth %v", err, c.fails, c.auth)
 			}
-			if len(fs) != len(c.want) {
-				t.Fatalf("findings %+v, want %q", fs, c.want)
-			}
-			for i, f := range fs {
-				text := f.Text
-				if f.Warn {
-					text = "warn: " + text
-				}
-				if !regexp.MustCompile("^" + c.want[i] + "$").MatchString(text) {
-					t.Errorf("finding %q, want %s", text, c.want[i])
-				}
-			}
+			sinktest.WantFindings(t, fs, c.want)
 		})
 	}
 }

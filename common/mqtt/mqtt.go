@@ -77,7 +77,7 @@ func New(opt Options, h Handler) *Subscriber {
 		}
 	}
 	co := paho.NewClientOptions()
-	co.AddBroker(brokerURL(opt.Broker))
+	co.AddBroker(BrokerURL(opt.Broker))
 	co.SetClientID(opt.ClientID)
 	// A persistent session with a fixed client id: the broker keeps the
 	// subscription and queues QoS 1 messages while the block restarts.
@@ -120,9 +120,10 @@ func New(opt Options, h Handler) *Subscriber {
 	return s
 }
 
-// paho understands tcp/ssl/ws/wss (and mqtt/mqtts as aliases in v1.5); map
-// the rest so every documented scheme works.
-func brokerURL(u *url.URL) string {
+// BrokerURL is u in a scheme paho knows, without user information: paho
+// understands tcp/ssl/ws/wss (and mqtt/mqtts as aliases in v1.5); the rest
+// are mapped so every documented scheme works.
+func BrokerURL(u *url.URL) string {
 	c := *u
 	switch c.Scheme {
 	case "mqtt":

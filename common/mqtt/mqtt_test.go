@@ -28,7 +28,7 @@ func TestBrokerURL(t *testing.T) {
 		"ws://broker:9001/mqtt": "ws://broker:9001/mqtt",
 	} {
 		u, _ := url.Parse(in)
-		if got := brokerURL(u); got != want {
+		if got := BrokerURL(u); got != want {
 			t.Errorf("%s: got %s want %s", in, got, want)
 		}
 	}

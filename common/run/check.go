@@ -102,7 +102,7 @@ func checkBroker(ctx context.Context, o mqtt.Options) []finding {
 	defer cancel()
 	where := brokerText(o.Broker)
 	co := paho.NewClientOptions()
-	co.AddBroker(pahoURL(o.Broker))
+	co.AddBroker(mqtt.BrokerURL(o.Broker))
 	co.SetClientID(checkClientID(o.ClientID))
 	co.SetCleanSession(true)
 	co.SetAutoReconnect(false)
@@ -229,20 +229,6 @@ func refusedCertificate(err error) bool {
 		return true
 	}
 	return false
-}
-
-// pahoURL is the broker's URL in a scheme paho knows, as the subscriber
-// gives it (common/mqtt's brokerURL).
-func pahoURL(u *url.URL) string {
-	c := *u
-	switch c.Scheme {
-	case "mqtt":
-		c.Scheme = "tcp"
-	case "mqtts", "tls":
-		c.Scheme = "ssl"
-	}
-	c.User = nil
-	return c.String()
 }
 
 // brokerText is the broker's URL without user information.

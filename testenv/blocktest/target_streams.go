@@ -1,7 +1,6 @@
 package blocktest
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -9,9 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,9 +136,8 @@ type ehBackend struct {
 
 	mu   sync.Mutex
 	proc *procs.Proc
-	off  int64
-	part []byte
-	got  []msg
+	tail
+	got []msg
 }
 
 func openEH(t *testing.T) backend {
@@ -219,36 +215,13 @@ func (b *ehBackend) start(t testing.TB) {
 func (b *ehBackend) read(t testing.TB) []msg {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	f, err := os.Open(b.data)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Seek(b.off, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReaderSize(f, 1<<20)
-	for {
-		line, err := r.ReadBytes('\n')
-		b.off += int64(len(line))
-		if len(line) > 0 && line[len(line)-1] == '\n' {
-			line = append(b.part, line...)
-			b.part = nil
-			m, derr := decodeEvent(line)
-			if derr != nil {
-				t.Fatalf("event hub data file: %v", derr)
-			}
-			b.got = append(b.got, m)
-		} else {
-			b.part = append(b.part, line...)
-		}
+	b.tail.lines(t, b.data, func(line []byte) {
+		m, err := decodeEvent(line)
 		if err != nil {
-			break
+			t.Fatalf("event hub data file: %v", err)
 		}
-	}
+		b.got = append(b.got, m)
+	})
 	return append([]msg(nil), b.got...)
 }
 

@@ -214,10 +214,9 @@ func (b badValue) with(name, value string) badValue {
 type fileBackend struct {
 	path, fail string
 
-	mu   sync.Mutex
-	off  int64
-	part []byte
-	got  []msg
+	mu sync.Mutex
+	tail
+	got []msg
 }
 
 func openFile(t *testing.T) backend {
@@ -247,38 +246,52 @@ func (b *fileBackend) start(t testing.TB) {
 func (b *fileBackend) read(t testing.TB) []msg {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	f, err := os.Open(b.path)
+	b.tail.lines(t, b.path, func(line []byte) {
+		var l filesink.Line
+		// A line a crash cut short is ended by the sink's next Connect and
+		// does not parse: it was not delivered.
+		if json.Unmarshal(line, &l) == nil {
+			b.got = append(b.got, msg{ID: l.ID, Topic: l.Topic, Payload: l.Bytes()})
+		}
+	})
+	return append([]msg(nil), b.got...)
+}
+
+// tail reads the whole lines appended to a file since its last call.
+type tail struct {
+	off  int64
+	part []byte // the start of a line not yet ended
+}
+
+// lines calls fn with each complete line (its newline included) appended
+// to path since the last call; a missing file has none.
+func (tl *tail) lines(t testing.TB, path string, fn func(line []byte)) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.Seek(b.off, io.SeekStart); err != nil {
+	if _, err := f.Seek(tl.off, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
 	r := bufio.NewReaderSize(f, 1<<20)
 	for {
 		line, err := r.ReadBytes('\n')
-		b.off += int64(len(line))
+		tl.off += int64(len(line))
 		if len(line) > 0 && line[len(line)-1] == '\n' {
-			line = append(b.part, line...)
-			b.part = nil
-			var l filesink.Line
-			// A line a crash cut short is ended by the sink's next Connect and
-			// does not parse: it was not delivered.
-			if json.Unmarshal(line, &l) == nil {
-				b.got = append(b.got, msg{ID: l.ID, Topic: l.Topic, Payload: l.Bytes()})
-			}
+			line = append(tl.part, line...)
+			tl.part = nil
+			fn(line)
 		} else {
-			b.part = append(b.part, line...)
+			tl.part = append(tl.part, line...)
 		}
 		if err != nil {
-			break
+			return
 		}
 	}
-	return append([]msg(nil), b.got...)
 }
 
 // --- object stores: the shared read-back -------------------------------------

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -109,7 +110,20 @@ func (s *settings) readiness(sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeli
 	return reasons, st
 }
 
-func (s *settings) handler(reg *metrics.Registry, sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeline.Pipeline) http.Handler {
+// parts are the running service's pieces the HTTP endpoints (and the
+// operator's commands) look at.
+type parts struct {
+	ctx  context.Context // ends when the service begins to shut down
+	reg  *metrics.Registry
+	sp   *spool.Spool
+	sub  *mqtt.Subscriber
+	pipe *pipeline.Pipeline
+	dead *deadletter.Store
+	in   *ingest
+}
+
+func (s *settings) handler(p parts) http.Handler {
+	reg, sp, sub, pipe := p.reg, p.sp, p.sub, p.pipe
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

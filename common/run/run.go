@@ -279,7 +279,7 @@ func (s *settings) serve(ctx context.Context) error {
 
 	var srv *http.Server
 	if s.listen != "off" {
-		srv = &http.Server{Addr: s.listen, Handler: s.handler(reg, sp, sub, pipe), ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Addr: s.listen, Handler: s.handler(parts{ctx: ctx, reg: reg, sp: sp, sub: sub, pipe: pipe, dead: dead, in: in}), ReadHeaderTimeout: 5 * time.Second}
 		ln, err := listen(s.listen)
 		if err != nil {
 			stopRotation()

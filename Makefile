@@ -30,9 +30,11 @@ help:
 	@scripts/setup.sh mosquitto && mkdir -p .cache && touch $@
 .cache/setup-promtool:
 	@scripts/setup.sh promtool && mkdir -p .cache && touch $@
+.cache/setup-chromium:
+	@scripts/setup.sh chromium && mkdir -p .cache && touch $@
 .cache/setup-node: testenv/node/package-lock.json
 	@scripts/setup.sh node && mkdir -p .cache && touch $@
-setup: .cache/setup-mosquitto .cache/setup-node .cache/setup-promtool tools
+setup: .cache/setup-mosquitto .cache/setup-node .cache/setup-promtool .cache/setup-chromium tools
 tools:
 	@scripts/setup.sh tools fake-gcs-server versitygw gofakes3
 

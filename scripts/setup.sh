@@ -3,6 +3,7 @@
 # with Go, idempotently: a warm machine skips every step.
 #   scripts/setup.sh mosquitto      Debian's mosquitto broker
 #   scripts/setup.sh promtool       promtool from Debian's prometheus package, into .cache/bin
+#   scripts/setup.sh chromium       Debian's chromium, for rendering the status page headless
 #   scripts/setup.sh node           npm packages pinned in testenv/node (Azurite, rhea)
 #   scripts/setup.sh tools NAME...  pinned Go tools (emulators) into .cache/bin
 #   scripts/setup.sh docker         Debian's container engine, docker-compose, qemu-user, debootstrap
@@ -252,6 +253,17 @@ promtool)
 	mkdir -p "$bin"
 	mv "$tmp/usr/bin/promtool" "$bin/promtool"
 	;;
+chromium)
+	# testenv/pagetest renders the status page in it (--headless, no display).
+	# A font, so that the screenshot has text on a minimal system.
+	if [ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/truetype/dejavu ]; then
+		exit 0
+	fi
+	echo "setup: installing chromium from Debian (one time)"
+	export DEBIAN_FRONTEND=noninteractive
+	as_root apt-get update -qq
+	as_root apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+	;;
 node)
 	dir="$root/testenv/node"
 	stamp="$dir/node_modules/.package-lock.json"
@@ -317,7 +329,7 @@ base-images)
 	base_images
 	;;
 *)
-	echo "usage: $0 mosquitto | promtool | node | tools NAME... | docker | engine start|stop|status | engine-run CMD... | base-images" >&2
+	echo "usage: $0 mosquitto | promtool | chromium | node | tools NAME... | docker | engine start|stop|status | engine-run CMD... | base-images" >&2
 	exit 2
 	;;
 esac

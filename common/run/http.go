@@ -120,6 +120,7 @@ type parts struct {
 	pipe *pipeline.Pipeline
 	dead *deadletter.Store
 	in   *ingest
+	pm   *pipeline.Metrics // delivered and dead-lettered counts (the status page)
 }
 
 func (s *settings) handler(p parts) http.Handler {
@@ -166,6 +167,10 @@ func (s *settings) handler(p parts) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		reg.Write(w)
 	})
+	status := s.newStatusPage(p)
+	go status.h.run(p.ctx, historyEvery, p.counts)
+	mux.HandleFunc("GET /{$}", status.serveHTML)
+	mux.HandleFunc("GET /status.json", status.serveJSON)
 	return mux
 }
 

@@ -11,6 +11,7 @@ package deadletter
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,12 @@ func Open(dir string, maxBytes int64, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("dead-letter store: %w", err)
 	}
 	s := &Store{dir: dir, maxBytes: maxBytes, fileMax: max(min(maxBytes/8, 8<<20), 64<<10), log: log}
+	// A rewrite that a crash interrupted (Remove) left its old file whole.
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "dead-*.ndjson.tmp")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
 	files, err := s.files()
 	if err != nil {
 		return nil, err
@@ -121,11 +128,7 @@ func (s *Store) rotate() error {
 		return fmt.Errorf("dead-letter store: %w", err)
 	}
 	s.f, s.size = f, 0
-	d, err := os.Open(s.dir)
-	if err == nil {
-		d.Sync()
-		d.Close()
-	}
+	syncDir(s.dir) // the new name; a lost one only loses an empty file
 	return nil
 }
 
@@ -179,6 +182,8 @@ func (s *Store) Stats() (stored uint64, bytes int64, lost uint64) {
 }
 
 // ReadAll returns every entry in the store, oldest first (tools and tests).
+// A last line cut short by a crash mid-write is skipped: its Put did not
+// return, so its messages were not taken as dead-lettered.
 func ReadAll(dir string) ([]Entry, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "dead-*.ndjson"))
 	if err != nil {
@@ -187,24 +192,124 @@ func ReadAll(dir string) ([]Entry, error) {
 	sort.Strings(files)
 	var out []Entry
 	for _, f := range files {
-		fh, err := os.Open(f)
+		es, err := readFile(f)
+		out = append(out, es...)
 		if err != nil {
-			return nil, err
+			return out, err
 		}
-		dec := json.NewDecoder(fh)
-		for {
-			var e Entry
-			if err := dec.Decode(&e); err == io.EOF {
-				break
-			} else if err != nil {
-				fh.Close()
-				return out, fmt.Errorf("%s: %w", f, err)
-			}
-			out = append(out, e)
-		}
-		fh.Close()
 	}
 	return out, nil
+}
+
+// readFile reads one file's entries.
+func readFile(path string) ([]Entry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for n := 1; len(data) > 0; n++ {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break // a torn last line
+		}
+		var e Entry
+		if err := json.Unmarshal(data[:i], &e); err != nil {
+			return out, fmt.Errorf("%s: line %d: %w", path, n, err)
+		}
+		out = append(out, e)
+		data = data[i+1:]
+	}
+	return out, nil
+}
+
+// Remove deletes the entries for which match is true and returns how many.
+// Each file holding one is rewritten without them (a new file, fsynced,
+// renamed over the old one), so a crash leaves either file whole.
+func (s *Store) Remove(match func(Entry) bool) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f != nil { // the next Put starts a new file
+		s.f.Close()
+		s.f = nil
+	}
+	files, err := s.files()
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, f := range files {
+		es, err := readFile(f)
+		if err != nil {
+			return removed, fmt.Errorf("dead-letter store: %w", err)
+		}
+		var keep []byte
+		n := 0
+		for _, e := range es {
+			if match(e) {
+				n++
+				continue
+			}
+			line, err := json.Marshal(e)
+			if err != nil {
+				return removed, err
+			}
+			keep = append(append(keep, line...), '\n')
+		}
+		if n == 0 {
+			continue
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			return removed, err
+		}
+		if len(keep) == 0 {
+			err = os.Remove(f)
+		} else {
+			err = replaceFile(f, keep)
+		}
+		if err != nil {
+			return removed, fmt.Errorf("dead-letter store: %w", err)
+		}
+		removed += n
+		s.total += int64(len(keep)) - fi.Size()
+	}
+	if removed > 0 {
+		if err := syncDir(s.dir); err != nil {
+			return removed, fmt.Errorf("dead-letter store: %w", err)
+		}
+	}
+	return removed, nil
+}
+
+// replaceFile writes data to path through a fsynced temporary file.
+func replaceFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Close closes the current file.

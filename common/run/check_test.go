@@ -380,7 +380,7 @@ func TestHelp(t *testing.T) {
 	if code := run.Run(context.Background(), probeService, []string{"help"}, vaulttest.Lookup(nil), &out, &errOut); code != run.ExitOK {
 		t.Fatalf("help: exit %d", code)
 	}
-	for _, cmd := range []string{"check [--write]", "healthcheck", "env", "version", "help"} {
+	for _, cmd := range []string{"check [--write]", "deadletter list", "deadletter show", "deadletter replay", "deadletter purge", "spool stats", "spool peek", "spool export", "spool import", "healthcheck", "env", "version", "help"} {
 		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(cmd) + ` `).MatchString(out.String()) {
 			t.Errorf("help does not list %q:\n%s", cmd, out.String())
 		}
@@ -403,7 +403,7 @@ func TestHelp(t *testing.T) {
 	}
 	errOut.Reset()
 	run.Run(context.Background(), probeService, []string{"bogus"}, vaulttest.Lookup(nil), &out, &errOut)
-	if !strings.Contains(errOut.String(), "commands: check, healthcheck, env, version, help") {
+	if !strings.Contains(errOut.String(), "commands: check, deadletter, spool, healthcheck, env, version, help") {
 		t.Errorf("unknown command: %q", errOut.String())
 	}
 }

@@ -86,11 +86,13 @@ func Run(ctx context.Context, svc Service, args []string, lookup config.Lookup, 
 			return ExitOK
 		case "check":
 			return check(ctx, svc, args[1:], lookup, stdout, stderr)
+		case "deadletter", "spool":
+			return operate(ctx, svc, args[0], args[1:], lookup, stdout, stderr)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, help(svc))
 			return ExitOK
 		default:
-			fmt.Fprintf(stderr, "unknown command %q; commands: check, healthcheck, env, version, help (none runs the service)\n", args[0])
+			fmt.Fprintf(stderr, "unknown command %q; commands: check, deadletter, spool, healthcheck, env, version, help (none runs the service)\n", args[0])
 			return ExitConfig
 		}
 	}
@@ -176,26 +178,9 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	s.mqtt.TLS = loadTLS(l, broker)
 	s.mqtt.Logger = s.log
 
-	policy := l.Enum("BUFFER_FULL_POLICY", string(spool.Block), string(spool.DropOldest))
-	dir := l.String("BUFFER_DIR")
-	if err := writableDir(dir); err != nil {
-		l.Fail("BUFFER_DIR", dir, "an absolute path to a writable directory on a persistent volume ("+err.Error()+")")
-	}
+	s.loadBuffer(l)
 	// What recognising the broker's redeliveries needs after a crash.
-	s.mqtt.Journal = filepath.Join(dir, "mqtt-journal")
-	// The spool and the pipeline own their options' ranges (spool.Open and
-	// pipeline.New refuse values outside them); read within the same
-	// ranges, a bad value is reported here under its variable's name.
-	s.spool = spool.Options{
-		Dir:          dir,
-		MaxBytes:     l.Bytes("BUFFER_MAX_BYTES", spool.MaxBytesMin, spool.MaxBytesMax),
-		Policy:       spool.Policy(policy),
-		SyncInterval: l.Duration("BUFFER_SYNC_INTERVAL", 0, spool.SyncIntervalMax),
-		MemoryBytes:  l.Bytes("BUFFER_MEMORY_BYTES", spool.MemoryBytesMin, spool.MemoryBytesMax),
-		CommitWait:   l.Duration("BUFFER_COMMIT_WAIT", 0, spool.CommitWaitMax),
-		Logger:       s.log,
-	}
-	s.deadMax = l.Bytes("DEADLETTER_MAX_BYTES", 1<<20, 1<<40)
+	s.mqtt.Journal = filepath.Join(s.spool.Dir, "mqtt-journal")
 	s.pipe = pipeline.Config{
 		MaxMessages:  l.Int("BATCH_MAX_MESSAGES", 1, pipeline.MaxMessagesMax),
 		MaxBytes:     int(l.Bytes("BATCH_MAX_BYTES", 1, pipeline.MaxBytesMax)),
@@ -228,6 +213,53 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	return s, nil
 }
 
+// loadBuffer reads the spool's and the dead-letter store's variables (the
+// operator's commands read only these).
+func (s *settings) loadBuffer(l *config.Loader) {
+	policy := l.Enum("BUFFER_FULL_POLICY", string(spool.Block), string(spool.DropOldest))
+	dir := l.String("BUFFER_DIR")
+	if err := writableDir(dir); err != nil {
+		l.Fail("BUFFER_DIR", dir, "an absolute path to a writable directory on a persistent volume ("+err.Error()+")")
+	}
+	// The spool and the pipeline own their options' ranges (spool.Open and
+	// pipeline.New refuse values outside them); read within the same
+	// ranges, a bad value is reported here under its variable's name.
+	s.spool = spool.Options{
+		Dir:          dir,
+		MaxBytes:     l.Bytes("BUFFER_MAX_BYTES", spool.MaxBytesMin, spool.MaxBytesMax),
+		Policy:       spool.Policy(policy),
+		SyncInterval: l.Duration("BUFFER_SYNC_INTERVAL", 0, spool.SyncIntervalMax),
+		MemoryBytes:  l.Bytes("BUFFER_MEMORY_BYTES", spool.MemoryBytesMin, spool.MemoryBytesMax),
+		CommitWait:   l.Duration("BUFFER_COMMIT_WAIT", 0, spool.CommitWaitMax),
+		Logger:       s.log,
+	}
+	s.deadMax = l.Bytes("DEADLETTER_MAX_BYTES", 1<<20, 1<<40)
+}
+
+// openSpool opens the spool, waiting while another process holds it: an
+// operator's command (spool export, deadletter replay) run while the
+// service was stopped, or, misconfigured, a second block on the same
+// BUFFER_DIR.
+func openSpool(ctx context.Context, opt spool.Options, log *slog.Logger) (*spool.Spool, error) {
+	var warned time.Time
+	for {
+		sp, err := spool.Open(opt)
+		if !errors.Is(err, spool.ErrInUse) {
+			return sp, err
+		}
+		if time.Since(warned) >= time.Minute {
+			log.Warn("waiting for the spool: another process holds BUFFER_DIR (an operator's command, or a second block using the same directory)",
+				"buffer_dir", opt.Dir)
+			warned = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("spool: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func splitHostPort(a string) (string, string, error) {
 	u, err := url.Parse("http://" + a)
 	if err != nil || u.Port() == "" || u.Path != "" {
@@ -242,11 +274,11 @@ func (s *settings) serve(ctx context.Context) error {
 	log.Info("starting", "version", Version, "device", s.device, "buffer_dir", s.spool.Dir)
 	reg := metrics.NewRegistry("service", s.svc.Name)
 
-	sp, err := spool.Open(s.spool)
+	sp, err := openSpool(ctx, s.spool, log)
 	if err != nil {
 		return err
 	}
-	dead, err := deadletter.Open(s.spool.Dir+"/deadletter", s.deadMax, log)
+	dead, err := deadletter.Open(s.deadDir(), s.deadMax, log)
 	if err != nil {
 		sp.Close()
 		return err
@@ -268,6 +300,9 @@ func (s *settings) serve(ctx context.Context) error {
 		return err
 	}
 	pipe.OnAuthError = onAuthError
+	stopAdmin := serveAdmin(&admin{sp: sp, dead: dead, deadDir: s.deadDir(), opt: s.spool, service: s.svc.Name,
+		device: s.device, log: log, running: true, fullWait: time.Minute}, log)
+	defer stopAdmin()
 
 	// A message the spool refuses on arrival is dead-lettered the way the
 	// pipeline dead-letters one the destination refuses.
@@ -279,7 +314,7 @@ func (s *settings) serve(ctx context.Context) error {
 
 	var srv *http.Server
 	if s.listen != "off" {
-		srv = &http.Server{Addr: s.listen, Handler: s.handler(parts{ctx: ctx, reg: reg, sp: sp, sub: sub, pipe: pipe, dead: dead, in: in}), ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Addr: s.listen, Handler: s.handler(parts{ctx: ctx, reg: reg, sp: sp, sub: sub, pipe: pipe, dead: dead, in: in, pm: pipeMetrics}), ReadHeaderTimeout: 5 * time.Second}
 		ln, err := listen(s.listen)
 		if err != nil {
 			stopRotation()
@@ -310,6 +345,7 @@ func (s *settings) serve(ctx context.Context) error {
 	}
 
 	// 1. Take no new messages; commit and acknowledge what was queued.
+	stopAdmin()
 	sub.Pause()
 	stopIngest()
 	sp.StopWriting()

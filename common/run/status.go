@@ -245,11 +245,7 @@ func decodedLen(s string) int {
 
 // counts reads the counters the chart follows.
 func (p parts) counts() counts {
-	c := counts{received: p.in.received.Value()}
-	if p.pm != nil {
-		c.delivered = p.pm.Delivered.Value()
-	}
-	return c
+	return counts{received: p.in.received.Value(), delivered: p.pm.Delivered.Value()}
 }
 
 // status gathers what the page shows.
@@ -285,9 +281,7 @@ func (s *settings) status(p parts, h *history, dl *deadLetterCache, now time.Tim
 
 	cur := p.counts()
 	d.Totals.Received, d.Totals.Acknowledged, d.Totals.Delivered = cur.received, p.in.acked.Value(), cur.delivered
-	if p.pm != nil {
-		d.Totals.DeadLettered = p.pm.DeadLettered.Value()
-	}
+	d.Totals.DeadLettered = p.pm.DeadLettered.Value()
 
 	d.History.Slots = h.slots(now, cur)
 	for i, sl := range d.History.Slots {

@@ -66,7 +66,7 @@ func CommonVars(service string) []config.Var {
 		{Name: "SHUTDOWN_TIMEOUT", Default: "10s",
 			Doc: "On SIGTERM, how long in-flight batches may finish; what does not stays in the spool. Keep the compose stop_grace_period longer."},
 		{Name: "LOG_LEVEL", Default: "info", Doc: "`debug`, `info`, `warn` or `error`. Logs are JSON lines on stdout."},
-		{Name: "HTTP_LISTEN", Default: ":8080", Doc: "Address of the `/live`, `/ready` and `/metrics` endpoints; `off` disables them (and the healthcheck)."},
+		{Name: "HTTP_LISTEN", Default: ":8080", Doc: "Address of the status page (`/`) and the `/live`, `/ready`, `/status.json` and `/metrics` endpoints; `off` disables them (and the healthcheck)."},
 	}
 	return append(vars, vault.Vars...)
 }

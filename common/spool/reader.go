@@ -132,7 +132,7 @@ func (s *Spool) next(ctx context.Context, deadline time.Time) (Record, error) {
 			continue // delivered before a restart, or skipped after a drop
 		}
 		r.next = seq + 1
-		return Record{Seq: seq, ID: s.ID(seq), Entry: e}, nil
+		return s.record(seq, e), nil
 	}
 }
 
@@ -153,7 +153,7 @@ func (s *Spool) fromMemory() (Record, bool) {
 	}
 	h := &s.mem[i]
 	s.rd.next = h.seq + 1
-	return Record{Seq: h.seq, ID: s.ID(h.seq), Entry: h.e}, true
+	return s.record(h.seq, h.e), true
 }
 
 // readAt decodes the record at r.pos, refilling the buffer from the file as

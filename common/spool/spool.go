@@ -66,6 +66,9 @@ var (
 	ErrClosed = errors.New("spool closed")
 	// ErrTooLarge is returned for a message that can never fit in the spool.
 	ErrTooLarge = errors.New("message larger than the spool's record limit")
+	// ErrInUse is returned by Open while another process has the spool
+	// open (the service, or an operator's command).
+	ErrInUse = errors.New("spool in use by another process")
 )
 
 // reserveChunk is how many seqs one cursor write reserves: a write a day at
@@ -169,7 +172,8 @@ func (o Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// Record is a message read back from the spool.
+// Record is a message read back from the spool. ID is its id: the one
+// its Entry keeps, or the spool's for its seq.
 type Record struct {
 	Seq uint64
 	ID  string
@@ -279,6 +283,7 @@ type Spool struct {
 	ackDone chan struct{}
 	stopped atomic.Bool
 	cursor  *cursorFile
+	lock    *os.File // holds the spool's flock while open
 
 	rd reader
 	// rdMu guards rd's file and position while Next reads outside mu, so
@@ -325,7 +330,13 @@ func Open(opt Options) (*Spool, error) {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	lock, err := lockDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	if err := s.recover(); err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("spool: recover %s: %w", s.dir, err)
 	}
 	go s.writeLoop()
@@ -340,6 +351,15 @@ func (s *Spool) MaxRecordPayload() int { return s.maxBody - bodyFixed }
 // time and randomness, so ids never repeat if the volume is wiped) and the
 // zero-padded sequence, so ids of one spool sort in receive order.
 func (s *Spool) ID(seq uint64) string { return s.epoch + "-" + fmt.Sprintf("%012d", seq) }
+
+// record is the Record for seq: its id is the one the entry keeps, if any.
+func (s *Spool) record(seq uint64, e Entry) Record {
+	id := e.ID
+	if id == "" {
+		id = s.ID(seq)
+	}
+	return Record{Seq: seq, ID: id, Entry: e}
+}
 
 // RefusedID gives a message that Append refused (ErrTooLarge) an id in the
 // same scheme, so that it sorts among the others in receive order. It gets
@@ -474,7 +494,10 @@ func (s *Spool) strict() bool { return s.opt.SyncInterval <= 0 }
 // memory holds its bound, which is how a slow or full disk pushes back on
 // MQTT.
 func (s *Spool) Append(ctx context.Context, e Entry, onSafe func(seq uint64)) error {
-	if len(e.Topic) > maxTopicLen || bodyFixed+len(e.Topic)+len(e.Payload) > s.maxBody {
+	if e.ID != "" && !ValidID(e.ID) {
+		return fmt.Errorf("spool: id %q: want 1 to %d letters, digits, '.', '_' or '-'", e.ID, MaxIDLen)
+	}
+	if len(e.Topic) > maxTopicLen || e.bodySize() > s.maxBody {
 		return ErrTooLarge
 	}
 	s.mu.Lock()
@@ -1130,5 +1153,27 @@ func (s *Spool) Close() error {
 		}
 		s.active = nil
 	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
+	}
 	return err
+}
+
+// lockDir takes an exclusive flock on dir/lock, so that one process at a
+// time opens the spool: two writers would interleave their segments and
+// cursors. The kernel releases it when the process dies.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrInUse, dir)
+		}
+		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
+	}
+	return f, nil
 }

@@ -43,7 +43,7 @@ var Full = Scale{Messages: 100_000, Kills: 10, Outage: 60 * time.Second, Rate: 2
 // enough for `make test`; a full disk, which only the spool sees, runs for
 // the file destination alone, and the soak only under Full.
 var Small = Scale{Messages: 2000, Kills: 2, Outage: 5 * time.Second, Rate: 2000, Soak: 30 * time.Second,
-	Scenarios: []string{"bytes", "config", "crash", "outage", "redelivery", "badinput", "security", "powercut", "disk"},
+	Scenarios: []string{"bytes", "config", "crash", "outage", "redelivery", "badinput", "security", "powercut", "disk", "toolbox"},
 	FileOnly:  []string{"disk"}}
 
 // ScaleFromEnv is base adjusted by BLOCKTEST_MESSAGES, BLOCKTEST_KILLS,
@@ -120,6 +120,7 @@ var scenarios = []scenario{
 	{name: "powercut-unsynced", kind: "powercut", run: powerCutUnsynced},
 	{name: "torn-tail", kind: "powercut", run: tornTail, fileOnly: true},
 	{name: "disk", kind: "disk", run: disk},
+	{name: "toolbox", kind: "toolbox", run: toolbox},
 	{name: "soak", kind: "soak", run: soak, heavy: true},
 }
 

@@ -85,7 +85,7 @@ var targets = []*target{
 		name: "aws-s3-message", pkg: "services/aws-s3", open: openS3, batch: 200, dupFree: true,
 		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "AWS_S3_OBJECT_MODE": "message"},
 		limitEnv: map[string]string{"AWS_S3_MAX_OBJECT_BYTES": "64KiB"}, limit: fixedLimit(64 << 10),
-		only: []string{"bytes", "crash"},
+		only: []string{"bytes", "crash", "toolbox"},
 	},
 	{
 		// versitygw checks signatures and stores on disk; objects gzipped.
@@ -138,7 +138,7 @@ var targets = []*target{
 		// Message mode: Azure Blob has no payload limit in either mode.
 		name: "azure-blob-message", pkg: "services/azure-blob", open: openBlob, batch: 200, dupFree: true,
 		env:  map[string]string{"BATCH_MAX_WAIT": "200ms", "AZURE_BLOB_OBJECT_MODE": "message"},
-		only: []string{"bytes", "crash"},
+		only: []string{"bytes", "crash", "toolbox"},
 	},
 	{
 		name: "gcp-pubsub", pkg: "services/gcp-pubsub", open: openPubSub, batch: 200,
@@ -185,7 +185,7 @@ var targets = []*target{
 		name: "gcp-storage-message", pkg: "services/gcp-storage", open: openGCS, batch: 200, dupFree: true,
 		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "GCP_STORAGE_OBJECT_MODE": "message"},
 		limitEnv: map[string]string{"GCP_STORAGE_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
-		only: []string{"bytes", "crash"},
+		only: []string{"bytes", "crash", "toolbox"},
 	},
 }
 

@@ -121,6 +121,7 @@ var scenarios = []scenario{
 	{name: "torn-tail", kind: "powercut", run: tornTail, fileOnly: true},
 	{name: "disk", kind: "disk", run: disk},
 	{name: "toolbox", kind: "toolbox", run: toolbox},
+	{name: "replay-crash", kind: "toolbox", run: replayCrash, fileOnly: true},
 	{name: "soak", kind: "soak", run: soak, heavy: true},
 }
 

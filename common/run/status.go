@@ -536,7 +536,9 @@ delivered <span class="num" id="hour-delivered">{{.History.Delivered}}</span>
 <section id="dead-letters">
 <h2>Dead letters</h2>
 <p><span class="num" id="dead-total">{{.DeadLetters.Total}}</span> stored ({{bytes .DeadLetters.Bytes}}){{if .DeadLetters.Evicted}}, {{.DeadLetters.Evicted}} removed to stay within DEADLETTER_MAX_BYTES{{end}}.
-Messages the destination can never accept; the payloads are not shown.</p>
+Messages the destination refused, or too large for the buffer; the payloads are not shown.
+{{if .DeadLetters.Total}}On the device: <code>cloud-block-{{.Service}} deadletter show &lt;id&gt;</code> for one with its payload,
+<code>deadletter replay &lt;id&gt;</code> or <code>--all</code> to send them again once the cause is fixed.{{end}}</p>
 {{if .DeadLetters.Error}}<p class="bad">reading the store: <span class="err">{{.DeadLetters.Error}}</span></p>{{end}}
 {{if .DeadLetters.Newest}}<table>
 <thead><tr><th>dead at</th><th>id</th><th>topic</th><th>size</th><th>reason</th></tr></thead>

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,23 @@ type Entry struct {
 	DeadAt        time.Time `json:"dead_at"`
 	Reason        string    `json:"reason"`
 	PayloadBase64 string    `json:"payload_base64"`
+}
+
+// Info is an entry without its payload: what lists and pages show.
+type Info struct {
+	ID       string    `json:"id"`
+	Topic    string    `json:"topic"`
+	Received time.Time `json:"received"`
+	DeadAt   time.Time `json:"dead_at"`
+	Reason   string    `json:"reason"`
+	Size     int       `json:"size"` // of the payload, in bytes
+}
+
+// Info is e without its payload.
+func (e Entry) Info() Info {
+	b64 := e.PayloadBase64
+	size := len(b64)/4*3 - (len(b64) - len(strings.TrimRight(b64, "=")))
+	return Info{ID: e.ID, Topic: e.Topic, Received: e.Received, DeadAt: e.DeadAt, Reason: e.Reason, Size: size}
 }
 
 // Store appends dead messages durably.

@@ -123,3 +123,13 @@ func TestTornLastLineSkipped(t *testing.T) {
 		t.Fatalf("ReadAll with a torn last line: %d entries, %v", len(es), err)
 	}
 }
+
+// Info's size is the payload's, whatever the base64 padding.
+func TestInfoSize(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 100} {
+		e := Entry{PayloadBase64: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{'x'}, n))}
+		if got := e.Info().Size; got != n {
+			t.Errorf("Info().Size of %d bytes = %d", n, got)
+		}
+	}
+}

@@ -330,15 +330,7 @@ func deadList(dir string, asJSON bool, stdout, stderr io.Writer) int {
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		for _, e := range es {
-			p, _ := base64.StdEncoding.DecodeString(e.PayloadBase64)
-			enc.Encode(struct {
-				ID       string    `json:"id"`
-				Topic    string    `json:"topic"`
-				Received time.Time `json:"received"`
-				DeadAt   time.Time `json:"dead_at"`
-				Reason   string    `json:"reason"`
-				Bytes    int       `json:"bytes"`
-			}{e.ID, e.Topic, e.Received, e.DeadAt, e.Reason, len(p)})
+			enc.Encode(e.Info())
 		}
 	} else {
 		fmt.Fprintf(stdout, "%d dead letters in %s\n", len(es), dir)
@@ -346,8 +338,7 @@ func deadList(dir string, asJSON bool, stdout, stderr io.Writer) int {
 			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tDEAD AT\tTOPIC\tBYTES\tREASON")
 			for _, e := range es {
-				n := base64.StdEncoding.DecodedLen(len(e.PayloadBase64)) - strings.Count(e.PayloadBase64, "=")
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.ID, e.DeadAt.UTC().Format(time.RFC3339), printableText(e.Topic, 40), n, printableText(e.Reason, 200))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.ID, e.DeadAt.UTC().Format(time.RFC3339), printableText(e.Topic, 40), e.Info().Size, printableText(e.Reason, 200))
 			}
 			tw.Flush()
 		}

@@ -169,20 +169,11 @@ type statusData struct {
 
 // deadLetterSummary is the dead-letter store without payloads.
 type deadLetterSummary struct {
-	Total   int              `json:"total"`
-	Bytes   int64            `json:"bytes"`
-	Evicted uint64           `json:"evicted"`
-	Newest  []deadLetterInfo `json:"newest"`
-	Error   string           `json:"error,omitempty"`
-}
-
-type deadLetterInfo struct {
-	ID       string    `json:"id"`
-	Topic    string    `json:"topic"`
-	Received time.Time `json:"received"`
-	DeadAt   time.Time `json:"dead_at"`
-	Size     int       `json:"size"`
-	Reason   string    `json:"reason"`
+	Total   int               `json:"total"`
+	Bytes   int64             `json:"bytes"`
+	Evicted uint64            `json:"evicted"`
+	Newest  []deadletter.Info `json:"newest"`
+	Error   string            `json:"error,omitempty"`
 }
 
 // deadLetterCache reads the store again only when its files changed: a
@@ -203,13 +194,13 @@ func (c *deadLetterCache) get() deadLetterSummary {
 		return c.sum
 	}
 	entries, rerr := deadletter.ReadAll(c.dir)
-	sum := deadLetterSummary{Total: len(entries), Bytes: size, Newest: []deadLetterInfo{}}
+	sum := deadLetterSummary{Total: len(entries), Bytes: size, Newest: []deadletter.Info{}}
 	if rerr != nil {
 		sum.Error = rerr.Error()
 	}
 	for i := len(entries) - 1; i >= 0 && len(sum.Newest) < deadLetterRows; i-- {
 		e := entries[i]
-		sum.Newest = append(sum.Newest, deadLetterInfo{ID: e.ID, Topic: e.Topic, Received: e.Received, DeadAt: e.DeadAt, Size: decodedLen(e.PayloadBase64), Reason: e.Reason})
+		sum.Newest = append(sum.Newest, e.Info())
 	}
 	if err == nil && rerr == nil {
 		c.key, c.sum = key, sum
@@ -236,11 +227,6 @@ func dirKey(dir string) (string, int64, error) {
 		size += fi.Size()
 	}
 	return b.String(), size, nil
-}
-
-// decodedLen is the length of the payload a standard base64 text holds.
-func decodedLen(s string) int {
-	return len(s)/4*3 - (len(s) - len(strings.TrimRight(s, "=")))
 }
 
 // counts reads the counters the chart follows.

@@ -237,7 +237,7 @@ type deadEntry struct {
 	ID     string    `json:"id"`
 	DeadAt time.Time `json:"dead_at"`
 	Reason string    `json:"reason"`
-	Bytes  int       `json:"bytes"`
+	Size   int       `json:"size"`
 }
 
 func (d deadEntry) payload(t *testing.T, b *harness.Block) []byte {

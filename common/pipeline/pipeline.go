@@ -124,6 +124,17 @@ type Source interface {
 	RecordInFlight(first, last uint64) error
 }
 
+// ClockGate tells whether the clock may be used (common/clock.Guard).
+type ClockGate interface {
+	// WaitSane returns true once the clock is plausible, false if ctx ends first.
+	WaitSane(ctx context.Context) bool
+}
+
+// waitClock waits for a plausible clock (true), or for ctx to end (false).
+func (p *Pipeline) waitClock(ctx context.Context) bool {
+	return p.Clock == nil || p.Clock.WaitSane(ctx)
+}
+
 // DeadLetterStore keeps messages that can never be delivered.
 type DeadLetterStore interface {
 	Put(msgs []sink.Message, reason string) error
@@ -140,6 +151,11 @@ type Pipeline struct {
 	// OnAuthError is called (if set) when the sink reports an authentication
 	// failure, before the next attempt: the run loop re-reads secrets there.
 	OnAuthError func(ctx context.Context)
+	// Clock, if set, is asked before every connect and send: while the
+	// clock is not plausible, nothing is signed (SigV4, SAS tokens and
+	// OAuth assertions fail with a skewed clock, and object keys would name
+	// a date that cannot be trusted). Messages keep being spooled meanwhile.
+	Clock ClockGate
 
 	lim      sink.Limits
 	stable   bool
@@ -297,6 +313,9 @@ func (p *Pipeline) Run(stop, kill context.Context) error {
 func (p *Pipeline) connect(ctx, kill context.Context) error {
 	backoff := p.cfg.RetryInitial
 	for attempt := 1; ; attempt++ {
+		if !p.waitClock(ctx) {
+			return nil
+		}
 		err := p.snk.Connect(kill)
 		if err == nil {
 			p.conn.Store(true)
@@ -409,6 +428,9 @@ func (p *Pipeline) deliver(ctx context.Context, b *batch) bool {
 	todo := b.msgs
 	backoff := p.cfg.RetryInitial
 	for attempt := 1; ; attempt++ {
+		if !p.waitClock(ctx) {
+			return false
+		}
 		err := p.write(ctx, todo)
 		if err == nil {
 			p.delivered(len(todo))

@@ -246,8 +246,18 @@ func StartDestination(t testing.TB, svc, host string) *Destination {
 	default:
 		t.Fatalf("no destination %q", svc)
 	}
+	switch svc {
+	case "aws-s3", "azure-blob", "gcp-storage":
+		// An object store writes a batch at most every BATCH_MAX_WAIT (60 s
+		// by default, as the compose files say): each phase of a test would
+		// wait that long for its first object. The code path is the same.
+		d.Env["BATCH_MAX_WAIT"] = ObjectBatchWait.String()
+	}
 	return d
 }
+
+// ObjectBatchWait is the object stores' BATCH_MAX_WAIT in these tests.
+const ObjectBatchWait = 2 * time.Second
 
 // Down is an outage of the cloud: connections refused, open ones cut.
 func (d *Destination) Down() { d.fwd.Down() }

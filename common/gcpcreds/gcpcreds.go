@@ -15,6 +15,13 @@
 //  3. GOOGLE_APPLICATION_CREDENTIALS: the path of a credentials JSON file;
 //  4. none: the client library's defaults (on Google Cloud, the attached
 //     service account from the metadata server).
+//
+// A credentials JSON of type external_account (workload identity
+// federation: the device proves itself with an X.509 certificate or a token
+// file and gets short-lived access tokens, no service-account key on the
+// device) is checked here as far as it can be without the network: the
+// fields the client library needs, the certificate and key it will present,
+// the token file it will read.
 package gcpcreds
 
 import (
@@ -33,10 +40,13 @@ import (
 // ServiceAccount is the credentials type of a service-account key.
 const ServiceAccount = "service_account"
 
+// ExternalAccount is the credentials type of workload identity federation.
+const ExternalAccount = "external_account"
+
 // The credential types the client libraries accept from JSON
 // (option.ServiceAccount, AuthorizedUser, ImpersonatedServiceAccount,
 // ExternalAccount).
-var types = []string{ServiceAccount, "authorized_user", "impersonated_service_account", "external_account"}
+var types = []string{ServiceAccount, "authorized_user", "impersonated_service_account", ExternalAccount}
 
 // tokenURI is Google's OAuth 2.0 token endpoint, as in every downloaded key file.
 const tokenURI = "https://oauth2.googleapis.com/token"
@@ -58,9 +68,11 @@ func Vars(prefix string) []config.Var {
 		{Name: prefix + "_PRIVATE_KEY", Secret: true, Multiline: true,
 			Doc: "The service account's PEM private key (`private_key` of the key file); literal `\\n` are turned into newlines. Kept in memory only."},
 		{Name: prefix + "_CREDENTIALS_JSON", Secret: true,
-			Doc: "Instead of the key fields: a whole credentials JSON (service account key file, or another type the Google client libraries take) in one variable."},
+			Doc: "Instead of the key fields: a whole credentials JSON (service account key file, or another type the Google client libraries take) in one variable. An `external_account` JSON (workload identity federation: an X.509 certificate or a token file exchanged for short-lived tokens) needs no key on the device; see the README."},
 		{Name: AppCredentials,
-			Doc: "Instead of the variables above: path of a credentials JSON file. With none of them, the platform's default credentials are used (on Google Cloud, the attached service account)."},
+			Doc: "Instead of the variables above: path of a credentials JSON file (a key file, or an `external_account` configuration from `gcloud iam workload-identity-pools create-cred-config`). With none of them, the platform's default credentials are used (on Google Cloud, the attached service account)."},
+		{Name: CertificateConfig,
+			Doc: "Path of the certificate configuration (`cert_configs.workload.cert_path` and `key_path`) read by an `external_account` credential whose `credential_source.certificate` sets `use_default_certificate_config` (the Google client libraries' variable; default `~/.config/gcloud/certificate_config.json`). Set in the environment: the client libraries read it there."},
 	}
 }
 
@@ -77,6 +89,14 @@ type Credentials struct {
 	// Source names where the credentials came from, for the start-up log
 	// (variable names only, never values).
 	Source string
+	// Identity says who the block is to Google, for the start-up log and
+	// check: a service account's email, or for workload identity
+	// federation the certificate or token file and the token endpoint.
+	// Never a secret.
+	Identity string
+	// TokenURL is an external_account's token endpoint (the STS), "" for
+	// other credentials.
+	TokenURL string
 }
 
 // projectID is a project id's alphabet, optionally domain-scoped (the
@@ -103,6 +123,7 @@ func Load(l *config.Loader, prefix string) Credentials {
 		}
 		c.Type = l.Enum(typeVar, ServiceAccount)
 		c.Source = emailVar + " and " + keyVar
+		c.Identity = "service account " + email
 		if email == "" {
 			l.Require(emailVar, "required when "+keyVar+" is set")
 		} else if !strings.Contains(email, "@") {
@@ -122,7 +143,7 @@ func Load(l *config.Loader, prefix string) Credentials {
 		})
 	case whole != "":
 		c.Source = jsonVar
-		c.load(l, jsonVar, []byte(whole), "")
+		c.load(l, jsonVar, whole, []byte(whole), "")
 	case l.IsSet(AppCredentials):
 		path := l.String(AppCredentials)
 		c.Source = AppCredentials
@@ -131,15 +152,18 @@ func Load(l *config.Loader, prefix string) Credentials {
 			l.Fail(AppCredentials, path, "the path of a readable credentials JSON file ("+err.Error()+")")
 			break
 		}
-		c.load(l, AppCredentials, data, " in the file")
+		c.load(l, AppCredentials, path, data, " in the file")
 	default:
 		c.Source = "the platform's default credentials"
+		c.Identity = c.Source
 	}
 	return c
 }
 
-// load validates a credentials JSON given whole and keeps it.
-func (c *Credentials) load(l *config.Loader, name string, data []byte, where string) {
+// load validates a credentials JSON given whole and keeps it. value is
+// what a problem reports as the variable's value: the JSON itself (a
+// secret variable, so masked) or the file's path, never the file's content.
+func (c *Credentials) load(l *config.Loader, name, value string, data []byte, where string) {
 	var f struct {
 		Type        string `json:"type"`
 		ProjectID   string `json:"project_id"`
@@ -148,7 +172,7 @@ func (c *Credentials) load(l *config.Loader, name string, data []byte, where str
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		// The JSON error names an offset, never the content: safe for a secret.
-		l.Fail(name, string(data), "a credentials JSON object"+where+" ("+err.Error()+")")
+		l.Fail(name, value, "a credentials JSON object"+where+" ("+err.Error()+")")
 		return
 	}
 	known := false
@@ -156,18 +180,29 @@ func (c *Credentials) load(l *config.Loader, name string, data []byte, where str
 		known = known || f.Type == t
 	}
 	if !known {
-		l.Fail(name, string(data), fmt.Sprintf("a credentials JSON%s whose \"type\" is one of %s (got %q)", where, strings.Join(types, ", "), f.Type))
+		l.Fail(name, value, fmt.Sprintf("a credentials JSON%s whose \"type\" is one of %s (got %q)", where, strings.Join(types, ", "), f.Type))
 		return
 	}
-	if f.Type == ServiceAccount {
+	switch f.Type {
+	case ServiceAccount:
 		if f.ClientEmail == "" || f.PrivateKey == "" {
-			l.Fail(name, string(data), "a service account key"+where+" with \"client_email\" and \"private_key\"")
+			l.Fail(name, value, "a service account key"+where+" with \"client_email\" and \"private_key\"")
 			return
 		}
 		if err := checkKey(f.PrivateKey); err != nil {
-			l.Fail(name, string(data), "a service account key"+where+" whose \"private_key\" is a PEM private key: "+err.Error())
+			l.Fail(name, value, "a service account key"+where+" whose \"private_key\" is a PEM private key: "+err.Error())
 			return
 		}
+		c.Identity = "service account " + f.ClientEmail
+	case ExternalAccount:
+		ext, err := parseExternal(data, l.String(CertificateConfig))
+		if err != nil {
+			l.Fail(name, value, "an external_account configuration"+where+" (workload identity federation) "+err.Error())
+			return
+		}
+		c.Identity, c.TokenURL = ext.identity(), ext.tokenURL
+	default:
+		c.Identity = f.Type + " credentials"
 	}
 	c.JSON, c.Type = data, f.Type
 	if c.ProjectID == "" {

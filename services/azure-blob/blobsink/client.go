@@ -3,6 +3,7 @@ package blobsink
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"time"
 
@@ -51,18 +52,22 @@ const (
 
 // newTransport is azcore's default transport plus responseHeaderTimeout,
 // and enough idle connections per host for the upload concurrency.
-func newTransport() *http.Transport {
+func newTransport(roots *x509.CertPool) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = responseHeaderTimeout
 	t.MaxIdleConnsPerHost = 64
-	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	return t
 }
 
 // newClients builds the SDK clients for c. Nothing is sent: errors are
 // configuration problems (a malformed connection string or key).
 func newClients(c Config) (clients, error) {
-	tr := newTransport()
+	var roots *x509.CertPool // nil: the system's
+	if c.Identity != nil {
+		roots = c.Identity.Roots
+	}
+	tr := newTransport(roots)
 	copts := azcore.ClientOptions{
 		Transport: &http.Client{Transport: tr},
 		Retry:     policy.RetryOptions{MaxRetries: sdkRetries, TryTimeout: tryTimeout},

@@ -8,9 +8,11 @@ import (
 	"encoding/base64"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/entra"
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/run"
 	"github.com/cloud-block/cloud-block/common/sink"
@@ -30,6 +32,9 @@ const (
 	varClient      = prefix + "_CLIENT_ID"
 	varSecret      = prefix + "_CLIENT_SECRET"
 	varUseEntra    = prefix + "_USE_ENTRA"
+	varCert        = prefix + "_" + entra.SufCert
+	varCertPath    = prefix + "_" + entra.SufCertPath
+	varTokenFile   = prefix + "_" + entra.SufTokenFile
 	varCreate      = prefix + "_CREATE_CONTAINER"
 	varConcurrency = prefix + "_UPLOAD_CONCURRENCY"
 )
@@ -52,9 +57,9 @@ func Vars() []config.Var {
 			Doc: "Connection string instead of account and key: `AccountName=...;AccountKey=...`, or `BlobEndpoint=...;SharedAccessSignature=...` for a SAS (permissions `cw` at least; `r` lets the start-up check see the container), or Azurite's."},
 		{Name: varEndpoint,
 			Doc: "Blob service URL, for Azurite (`http://127.0.0.1:10000/devstoreaccount1`), sovereign clouds or private endpoints. Default `https://<account>.blob.core.windows.net/`. Not with a connection string, which names its own."},
-		{Name: varTenant, Doc: "Microsoft Entra tenant of a service principal; with " + varClient + " and " + varSecret + "."},
+		{Name: varTenant, Doc: "Microsoft Entra tenant of a service principal; with " + varClient + " and one credential: " + varSecret + ", a client certificate or a federated token file (below)."},
 		{Name: varClient, Doc: "Application (client) id of the service principal (needs the Storage Blob Data Contributor role)."},
-		{Name: varSecret, Secret: true, Doc: "Client secret of the service principal."},
+		{Name: varSecret, Secret: true, Doc: "Client secret of the service principal (a long-lived secret: the certificate or the federated token file below leave none on the device)."},
 		{Name: varUseEntra, Default: "false",
 			Doc: "Authenticate with Microsoft Entra's DefaultAzureCredential (its own `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH`, workload or managed identity, Azure CLI...)."},
 		{Name: varCreate, Default: "false",
@@ -62,6 +67,9 @@ func Vars() []config.Var {
 		{Name: varConcurrency, Default: "8",
 			Doc: "Uploads at once within a batch (message mode, or batch mode with {topic} in the key template)."},
 	}
+	ids := entra.Vars(prefix)
+	i := slices.IndexFunc(own, func(v config.Var) bool { return v.Name == varSecret }) + 1
+	own = slices.Insert(own, i, ids...)
 	return append(own, objstore.Vars(prefix)...)
 }
 
@@ -74,7 +82,7 @@ type auth int
 const (
 	authSharedKey auth = iota + 1
 	authConnString
-	authEntraSecret  // a service principal's client secret
+	authEntra        // a service principal: client secret, certificate or federated token file
 	authEntraDefault // DefaultAzureCredential
 )
 
@@ -82,12 +90,10 @@ const (
 type Config struct {
 	Auth        auth
 	Account     string
-	Key         string // secret
-	ConnString  string // secret
-	Endpoint    string // blob service URL ("" with a connection string)
-	Tenant      string
-	ClientID    string
-	Secret      string // secret
+	Key         string          // secret
+	ConnString  string          // secret
+	Endpoint    string          // blob service URL ("" with a connection string)
+	Identity    *entra.Identity // with authEntra
 	Container   string
 	Create      bool
 	Concurrency int
@@ -107,15 +113,12 @@ func load(l *config.Loader, device string) Config {
 		Account:     strings.TrimSpace(l.String(varAccount)),
 		Key:         strings.TrimSpace(l.String(varKey)),
 		ConnString:  strings.TrimSpace(l.String(varConnString)),
-		Tenant:      strings.TrimSpace(l.String(varTenant)),
-		ClientID:    strings.TrimSpace(l.String(varClient)),
-		Secret:      l.String(varSecret),
 		Container:   strings.TrimSpace(l.String(varContainer)),
 		Create:      l.Bool(varCreate),
 		Concurrency: l.Int(varConcurrency, 1, 64),
 		Layout:      objstore.Load(l, prefix, device),
 	}
-	entra := l.Bool(varUseEntra)
+	useEntra := l.Bool(varUseEntra)
 	endpoint := l.URL(varEndpoint, "https", "http")
 
 	if c.Container != "" && !containerName.MatchString(c.Container) && c.Container != "$root" && c.Container != "$web" {
@@ -135,16 +138,16 @@ func load(l *config.Loader, device string) Config {
 		c.Auth = authConnString
 		methods = append(methods, varConnString)
 	}
-	if c.Tenant != "" || c.ClientID != "" || c.Secret != "" {
-		c.Auth = authEntraSecret
-		methods = append(methods, varTenant+"/"+varClient+"/"+varSecret)
-	} else if entra {
+	if entra.Set(l, prefix) {
+		c.Auth = authEntra
+		methods = append(methods, varTenant+"/"+varClient+"/"+varSecret+"/"+varCert+"/"+varCertPath+"/"+varTokenFile)
+	} else if useEntra {
 		c.Auth = authEntraDefault
 		methods = append(methods, varUseEntra+"=true")
 	}
 	const ways = "exactly one way to authenticate: " + varAccount + " with " + varKey +
-		"; or " + varConnString + "; or " + varTenant + ", " + varClient + " and " + varSecret +
-		"; or " + varUseEntra + "=true"
+		"; or " + varConnString + "; or " + varTenant + " and " + varClient + " with " + varSecret + ", " + varCert +
+		" (or " + varCertPath + ") or " + varTokenFile + "; or " + varUseEntra + "=true"
 	switch {
 	case len(methods) == 0:
 		l.Require(varKey, ways)
@@ -175,14 +178,10 @@ func load(l *config.Loader, device string) Config {
 				l.Fail(n, l.Optional(n), "unset when "+varConnString+" is set: the connection string names the account and endpoint (AccountName=, BlobEndpoint=)")
 			}
 		}
-	case authEntraSecret:
-		for _, n := range []string{varTenant, varClient, varSecret} {
-			if !l.IsSet(n) {
-				l.Require(n, "required with the other two of "+varTenant+", "+varClient+" and "+varSecret)
-			}
-		}
+	case authEntra:
+		c.Identity = entra.Load(l, prefix)
 	}
-	if c.Auth == authSharedKey || c.Auth == authEntraSecret || c.Auth == authEntraDefault {
+	if c.Auth == authSharedKey || c.Auth == authEntra || c.Auth == authEntraDefault {
 		switch {
 		case endpoint != nil && endpoint.RawQuery != "":
 			// A SAS in a plain variable would be printed in errors and logs,
@@ -212,7 +211,7 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	if err != nil {
 		// Offline checks the SDK makes of the credential (a malformed
 		// connection string, a bad tenant id); never echoes secrets.
-		name := map[auth]string{authSharedKey: varKey, authConnString: varConnString, authEntraSecret: varTenant, authEntraDefault: varUseEntra}[c.Auth]
+		name := map[auth]string{authSharedKey: varKey, authConnString: varConnString, authEntra: varTenant, authEntraDefault: varUseEntra}[c.Auth]
 		l.Fail(name, l.Optional(name), "a value the Azure SDK accepts ("+err.Error()+")")
 		return nil, l.Err()
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
 
-const ways = "exactly one way to authenticate: AZURE_BLOB_STORAGE_ACCOUNT with AZURE_BLOB_STORAGE_ACCOUNT_KEY; or AZURE_BLOB_CONNECTIONSTRING; or AZURE_BLOB_TENANT_ID, AZURE_BLOB_CLIENT_ID and AZURE_BLOB_CLIENT_SECRET; or AZURE_BLOB_USE_ENTRA=true"
+const ways = "exactly one way to authenticate: AZURE_BLOB_STORAGE_ACCOUNT with AZURE_BLOB_STORAGE_ACCOUNT_KEY; or AZURE_BLOB_CONNECTIONSTRING; or AZURE_BLOB_TENANT_ID and AZURE_BLOB_CLIENT_ID with AZURE_BLOB_CLIENT_SECRET, AZURE_BLOB_CLIENT_CERTIFICATE (or AZURE_BLOB_CLIENT_CERTIFICATE_PATH) or AZURE_BLOB_FEDERATED_TOKEN_FILE; or AZURE_BLOB_USE_ENTRA=true"
 
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -29,8 +29,8 @@ func TestConfigErrors(t *testing.T) {
 			"AZURE_BLOB_STORAGE_ACCOUNT is not set: required with AZURE_BLOB_STORAGE_ACCOUNT_KEY\n" +
 				"AZURE_BLOB_STORAGE_ACCOUNT_KEY=(secret value not shown) is invalid: want the account's access key as the portal shows it (base64)"},
 		{"half a service principal", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_STORAGE_ACCOUNT": "acct1", "AZURE_BLOB_TENANT_ID": "contoso.onmicrosoft.com"},
-			"AZURE_BLOB_CLIENT_ID is not set: required with the other two of AZURE_BLOB_TENANT_ID, AZURE_BLOB_CLIENT_ID and AZURE_BLOB_CLIENT_SECRET\n" +
-				"AZURE_BLOB_CLIENT_SECRET is not set: required with the other two of AZURE_BLOB_TENANT_ID, AZURE_BLOB_CLIENT_ID and AZURE_BLOB_CLIENT_SECRET"},
+			"AZURE_BLOB_CLIENT_SECRET is not set: required when AZURE_BLOB_TENANT_ID or AZURE_BLOB_CLIENT_ID is set: one credential: a client secret, a client certificate or a federated token file (AZURE_BLOB_CLIENT_SECRET, AZURE_BLOB_CLIENT_CERTIFICATE or AZURE_BLOB_CLIENT_CERTIFICATE_PATH, AZURE_BLOB_FEDERATED_TOKEN_FILE)\n" +
+				"AZURE_BLOB_CLIENT_ID is not set: required with a service principal (AZURE_BLOB_TENANT_ID and AZURE_BLOB_CLIENT_ID name the app registration)"},
 		{"entra without account", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "true"},
 			"AZURE_BLOB_STORAGE_ACCOUNT is not set: required with Microsoft Entra auth unless AZURE_BLOB_ENDPOINT is set"},
 		{"endpoint with a SAS", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "yes", "AZURE_BLOB_ENDPOINT": "https://acct1.blob.core.windows.net/?sp=c&sig=abc"},
@@ -85,7 +85,7 @@ func TestConfigValid(t *testing.T) {
 			authConnString, ""},
 		{"service principal", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "$root", "AZURE_BLOB_STORAGE_ACCOUNT": "acct1",
 			"AZURE_BLOB_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47", "AZURE_BLOB_CLIENT_ID": "0e1b2c3d-0000-0000-0000-000000000000", "AZURE_BLOB_CLIENT_SECRET": "s3cret"},
-			authEntraSecret, "https://acct1.blob.core.windows.net/"},
+			authEntra, "https://acct1.blob.core.windows.net/"},
 		{"default credential, sovereign", map[string]string{"AZURE_BLOB_CONTAINER_NAME": "telemetry", "AZURE_BLOB_USE_ENTRA": "true",
 			"AZURE_BLOB_ENDPOINT": "https://acct1.blob.core.usgovcloudapi.net/"}, authEntraDefault, "https://acct1.blob.core.usgovcloudapi.net/"},
 	} {

@@ -11,12 +11,13 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
-// entraCredential returns the Microsoft Entra credential c asks for. Both
-// honour AZURE_AUTHORITY_HOST (sovereign clouds).
+// entraCredential returns the Microsoft Entra credential c asks for: the
+// service principal of the AZURE_BLOB_* variables (common/entra), or
+// DefaultAzureCredential. Both honour AZURE_AUTHORITY_HOST (sovereign
+// clouds); the service principal also AZURE_BLOB_AUTHORITY_HOST.
 func entraCredential(c Config, o azcore.ClientOptions) (azcore.TokenCredential, error) {
-	if c.Auth == authEntraSecret {
-		return azidentity.NewClientSecretCredential(c.Tenant, c.ClientID, c.Secret,
-			&azidentity.ClientSecretCredentialOptions{ClientOptions: o})
+	if c.Auth == authEntra {
+		return c.Identity.Credential(o)
 	}
 	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: o})
 }

@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/cloud-block/cloud-block/common/sink"
@@ -71,7 +69,7 @@ func fakeBlobService(t *testing.T, puts *atomic.Int64) *httptest.Server {
 // A service principal's token reaches the blob service, and a wrong client
 // secret is an AuthError whose text holds no secret. The credential is
 // built as entraCredential does, plus what a test needs (trust in the test
-// certificate; no instance discovery, which would ask the public cloud).
+// certificate).
 func TestEntraServicePrincipal(t *testing.T) {
 	var puts atomic.Int64
 	blobSrv := fakeBlobService(t, &puts)
@@ -84,14 +82,12 @@ func TestEntraServicePrincipal(t *testing.T) {
 			c := loadEnv(t, map[string]string{
 				"AZURE_BLOB_CONTAINER_NAME": "ctr", "AZURE_BLOB_ENDPOINT": blobSrv.URL + "/acct",
 				"AZURE_BLOB_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47", "AZURE_BLOB_CLIENT_ID": "0e1b2c3d-0000-0000-0000-000000000000",
-				"AZURE_BLOB_CLIENT_SECRET": tc.secret,
+				"AZURE_BLOB_CLIENT_SECRET": tc.secret, "AZURE_BLOB_AUTHORITY_HOST": entra.URL,
 			})
 			copts := azcore.ClientOptions{
 				Transport: blobSrv.Client(), // trusts httptest's certificate, shared by both servers
-				Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: entra.URL + "/"},
 			}
-			cred, err := azidentity.NewClientSecretCredential(c.Tenant, c.ClientID, c.Secret,
-				&azidentity.ClientSecretCredentialOptions{ClientOptions: copts, DisableInstanceDiscovery: true})
+			cred, err := entraCredential(c, copts)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -22,12 +22,15 @@
 //     another step for Settle: chrony and ntpd may step more than once
 //     while they start.
 //
-// A receive time earlier than Floor is untrusted (Trusted); consumers see
-// it marked (common/objstore) and object keys use the time of sending
-// instead. Receive times recorded while the clock settles after a step are
-// past Floor and kept as they are. A clock that is plausible but wrong (a
-// stale time past the build date, restored at boot) cannot be told from a
-// right one until it steps.
+// A message received while the clock is not plausible gets an untrusted
+// receive time, Unsynchronised: 1970-01-01 plus the time since the block
+// started (its order and spacing within the run are right, the true time is
+// unknown). Any receive time before UntrustedBefore (2000) is untrusted
+// (Trusted): it survives restarts and upgrades in the spool as it is, with
+// no mark of its own, and consumers see it marked (common/objstore); object
+// keys use the time of sending instead. A clock that is plausible but
+// wrong (a stale time past the build date) cannot be told from a right one
+// until it steps.
 //
 // Everything reads the wall clock through Now, which test builds (tag
 // clockseam, seam.go) can shift; nothing changes the machine's clock.
@@ -59,9 +62,19 @@ func Floor() time.Time {
 	return fallbackFloor
 }
 
-// Trusted reports whether t, a time read from the wall clock, can be taken
-// as true: false for a time before Floor, read before the clock was set.
-func Trusted(t time.Time) bool { return !t.Before(Floor()) }
+// UntrustedBefore: a receive time before it was recorded while the clock
+// was not plausible (Unsynchronised), or read from a clock set to 1970.
+var UntrustedBefore = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Trusted reports whether t, a receive time, can be taken as true.
+func Trusted(t time.Time) bool { return !t.Before(UntrustedBefore) }
+
+// Unsynchronised is the receive time given to a message received while the
+// clock is not plausible: 1970-01-01 plus sinceStart, the time since the
+// block started by the monotonic clock. Trusted says false of it.
+func Unsynchronised(sinceStart time.Duration) time.Time {
+	return time.Unix(0, 0).UTC().Add(sinceStart)
+}
 
 // Source reads the clocks: the wall clock (settable, possibly wrong) and
 // the monotonic one (time since an arbitrary start, never set).
@@ -138,6 +151,24 @@ func (g *Guard) Sample() {
 	wall, mono := g.src.Wall(), g.src.Mono()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.sample(wall, mono)
+}
+
+// ReceiveTime samples the clocks and returns the receive time to record
+// for a message arriving now: the wall clock's reading while it is
+// plausible, Unsynchronised otherwise.
+func (g *Guard) ReceiveTime() time.Time {
+	wall, mono := g.src.Wall(), g.src.Mono()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sample(wall, mono)
+	if !g.sane {
+		return Unsynchronised(mono)
+	}
+	return wall.UTC()
+}
+
+func (g *Guard) sample(wall time.Time, mono time.Duration) {
 	if g.sampled {
 		step := wall.Sub(g.prevWall) - (mono - g.prevMono)
 		if step > g.maxJump || step < -g.maxJump {

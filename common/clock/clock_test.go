@@ -60,11 +60,19 @@ func TestFloor(t *testing.T) {
 	if want := time.Date(2027, 1, 2, 2, 4, 5, 0, time.UTC); !Floor().Equal(want) {
 		t.Errorf("floor %s, want %s", Floor(), want)
 	}
-	if Trusted(time.Date(2027, 1, 2, 2, 4, 4, 0, time.UTC)) || !Trusted(time.Date(2027, 1, 2, 2, 4, 5, 0, time.UTC)) {
-		t.Error("Trusted: want false before the floor and true from it")
+}
+
+func TestTrusted(t *testing.T) {
+	if Trusted(time.Unix(0, 0)) || Trusted(Unsynchronised(48*time.Hour)) || Trusted(time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC)) {
+		t.Error("a time before 2000 trusted")
 	}
-	if Trusted(time.Unix(0, 0)) {
-		t.Error("1970 trusted")
+	// Times before the build date were true when a block built earlier
+	// received them (a backlog delivered after an upgrade).
+	if !Trusted(time.Date(2024, 3, 5, 7, 8, 9, 0, time.UTC)) || !Trusted(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Error("a time since 2000 untrusted")
+	}
+	if u := Unsynchronised(90 * time.Second); !u.Equal(time.Date(1970, 1, 1, 0, 1, 30, 0, time.UTC)) {
+		t.Errorf("Unsynchronised(90s) = %s", u)
 	}
 }
 
@@ -74,6 +82,10 @@ func TestGuardBeforeFloor(t *testing.T) {
 	sane, reason := g.State()
 	if sane || !strings.HasPrefix(reason, "clock not synchronised: the system time 1970-01-01T00:05:00Z is before this build's date") {
 		t.Fatalf("1970: sane %v, reason %q", sane, reason)
+	}
+	f.advance(2 * time.Second)
+	if got, want := g.ReceiveTime(), Unsynchronised(2*time.Second); !got.Equal(want) {
+		t.Fatalf("ReceiveTime in 1970: %s, want %s", got, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -114,6 +126,9 @@ func TestGuardBeforeFloor(t *testing.T) {
 	if sane, reason := g.State(); !sane || reason != "" {
 		t.Fatalf("settled: sane %v, reason %q", sane, reason)
 	}
+	if got := g.ReceiveTime(); !got.Equal(f.Wall()) || !Trusted(got) {
+		t.Fatalf("ReceiveTime once settled: %s, want %s", got, f.Wall())
+	}
 	if !<-done {
 		t.Fatal("WaitSane false")
 	}
@@ -142,7 +157,9 @@ func TestGuardJumps(t *testing.T) {
 	// Backwards by an hour, past the floor still: untrusted until settled.
 	f.advance(time.Second)
 	f.set(f.Wall().Add(-time.Hour))
-	g.Sample()
+	if got := g.ReceiveTime(); Trusted(got) {
+		t.Fatalf("ReceiveTime just after a step: %s, trusted", got)
+	}
 	sane, reason := g.State()
 	if sane || !strings.Contains(reason, "stepped by -1h0m0s") {
 		t.Fatalf("an hour back: sane %v, reason %q", sane, reason)

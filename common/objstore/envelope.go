@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
@@ -60,6 +61,9 @@ func appendLine(b []byte, m *sink.Message, deviceField []byte) []byte {
 	b = append(b, `,"received":"`...)
 	b = m.Received.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
+	if !clock.Trusted(m.Received) {
+		b = append(b, `,"clock":"`+ClockUnsynchronised+`"`...)
+	}
 	b = append(b, deviceField...)
 	switch classify(m.Payload) {
 	case kindJSON:
@@ -135,7 +139,10 @@ func validUTF8(s string) string {
 type Line struct {
 	ID, Topic, Device string
 	Received          time.Time
-	Payload           []byte
+	// ClockUnsynchronised: the message was received before the device's
+	// clock was set, so Received is not the true time (the "clock" field).
+	ClockUnsynchronised bool
+	Payload             []byte
 }
 
 // wireLine is a line as encoding/json sees it; pointers tell absent fields
@@ -145,6 +152,7 @@ type wireLine struct {
 	Topic       *string         `json:"topic"`
 	TopicBase64 *string         `json:"topic_base64"`
 	Received    *string         `json:"received"`
+	Clock       *string         `json:"clock"`
 	Device      *string         `json:"device"`
 	JSON        json.RawMessage `json:"json"`
 	Text        *string         `json:"text"`
@@ -201,6 +209,12 @@ func decodeLine(line []byte) (Line, error) {
 		return Line{}, fmt.Errorf("received: %w", err)
 	}
 	l.Received = t.UTC()
+	if w.Clock != nil {
+		if *w.Clock != ClockUnsynchronised {
+			return Line{}, fmt.Errorf("clock is %q: want %q or none", *w.Clock, ClockUnsynchronised)
+		}
+		l.ClockUnsynchronised = true
+	}
 	switch {
 	case w.Topic != nil && w.TopicBase64 == nil:
 		l.Topic = *w.Topic

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
@@ -132,6 +134,9 @@ type keyer struct {
 	t      template
 	prefix string
 	device string // escaped
+	// sent is the time of sending, which dates an object whose first
+	// message was received before the clock was set (clock.Trusted).
+	sent time.Time
 }
 
 // hashLen is what a shortened topic ends with: "~" and 16 hex digits.
@@ -170,6 +175,9 @@ func (k *keyer) key(first, last *sink.Message, ext string) (string, error) {
 func (k *keyer) render(b []byte, first, last *sink.Message, topic []byte, ext string) []byte {
 	b = append(b, k.prefix...)
 	at := first.Received.UTC()
+	if !clock.Trusted(at) {
+		at = k.sent.UTC()
+	}
 	for _, p := range k.t.parts {
 		switch p.ph {
 		case literal:

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
@@ -20,7 +21,18 @@ const (
 	MetaTopic    = "topic"
 	MetaReceived = "received"
 	MetaDevice   = "device"
+	// MetaClock is set, to ClockUnsynchronised, only on a message received
+	// before the clock was set (clock.Trusted): its received time is
+	// the device's clock then, not the true time.
+	MetaClock = "clock"
 )
+
+// ClockUnsynchronised is the value of MetaClock (and of a batch line's
+// "clock" field) on a message whose receive time cannot be trusted.
+const ClockUnsynchronised = "unsynchronised"
+
+// clockBytes is what MetaClock takes of MaxMetadataBytes when it is set.
+const clockBytes = len(MetaClock) + len(ClockUnsynchronised)
 
 // MaxMetadataBytes bounds the names and values of an object's metadata
 // together: S3's limit for user metadata, the smallest of the three stores'
@@ -75,7 +87,11 @@ func metadata(m *sink.Message, device string) (map[string]string, error) {
 	id := metaValue(m.ID)
 	received := m.Received.UTC().Format(time.RFC3339Nano)
 	topic := metaValue(m.Topic)
+	untrusted := !clock.Trusted(m.Received)
 	fixed := metaNamesBytes + len(id) + len(received) + len(device)
+	if untrusted {
+		fixed += clockBytes
+	}
 	if fixed+len(topic) > MaxMetadataBytes {
 		keep := MaxMetadataBytes - fixed - hashLen
 		if keep < 0 {
@@ -89,15 +105,27 @@ func metadata(m *sink.Message, device string) (map[string]string, error) {
 		sum := sha256.Sum256([]byte(m.Topic))
 		topic = topic[:keep] + "~" + hex.EncodeToString(sum[:8])
 	}
-	return map[string]string{MetaID: id, MetaTopic: topic, MetaReceived: received, MetaDevice: device}, nil
+	md := map[string]string{MetaID: id, MetaTopic: topic, MetaReceived: received, MetaDevice: device}
+	if untrusted {
+		md[MetaClock] = ClockUnsynchronised
+	}
+	return md, nil
 }
 
-// DecodeMetadata restores the id, topic, time and device of a message-mode
-// object from its metadata (Payload is left empty: it is the object's
+// DecodeMetadata restores the id, topic, time, device and clock mark of a
+// message-mode object from its metadata (Payload is left empty: it is the object's
 // body). Names are matched regardless of case: S3 lowercases them and some
 // SDKs return them capitalised, as HTTP headers.
 func DecodeMetadata(md map[string]string) (Line, error) {
 	var errs []error
+	find := func(name string) (string, bool) {
+		for k, v := range md {
+			if strings.EqualFold(k, name) {
+				return v, true
+			}
+		}
+		return "", false
+	}
 	get := func(name string) string {
 		for k, v := range md {
 			if strings.EqualFold(k, name) {
@@ -119,6 +147,12 @@ func DecodeMetadata(md map[string]string) (Line, error) {
 			errs = append(errs, fmt.Errorf("metadata received: %w", err))
 		}
 		l.Received = t.UTC()
+	}
+	if v, ok := find(MetaClock); ok {
+		if v != ClockUnsynchronised {
+			errs = append(errs, fmt.Errorf("metadata %s is %q: want %s or none", MetaClock, v, ClockUnsynchronised))
+		}
+		l.ClockUnsynchronised = true
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Line{}, fmt.Errorf("objstore: %w", err)

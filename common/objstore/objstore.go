@@ -9,6 +9,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
@@ -109,7 +110,7 @@ func (o Options) Build(batch []sink.Message) ([]Object, error) {
 	if device == "" {
 		device = UnknownDevice
 	}
-	k := keyer{t: t, prefix: o.prefix(), device: string(appendEscaped(nil, device, false))}
+	k := keyer{t: t, prefix: o.prefix(), device: string(appendEscaped(nil, device, false)), sent: clock.Now()}
 	// One backing array for every object's Indexes: a batch holds up to
 	// thousands of messages and message mode would otherwise allocate one
 	// tiny slice each.

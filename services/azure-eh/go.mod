@@ -12,7 +12,6 @@ require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1 // indirect
 	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/pkg/browser v0.0.0-20240102092130-5ac0b6a4141c // indirect
 	golang.org/x/crypto v0.58.0 // indirect
@@ -33,4 +32,7 @@ require (
 
 replace github.com/cloud-block/cloud-block/testenv => ../../testenv
 
-require github.com/cloud-block/cloud-block/testenv v0.0.0
+require (
+	github.com/cloud-block/cloud-block/testenv v0.0.0
+	github.com/gorilla/websocket v1.5.3
+)

@@ -2,6 +2,9 @@
 // A fake Azure Event Hubs namespace with one event hub, for tests driven by the
 // real azeventhubs Go SDK (connection string with UseDevelopmentEmulator=true:
 // plain AMQP, SASL ANONYMOUS, claims-based auth that accepts any token).
+// The one port also serves AMQP over WebSockets (subprotocol AMQPWSB10 on
+// /$servicebus/websocket, as Event Hubs does on 443): the first bytes of a
+// connection tell the AMQP protocol header from an HTTP upgrade request.
 //
 //   node eventhubs-fake.js --port P [--host 127.0.0.1] [--hub NAME] [--partitions N]
 //                          [--max-message-size BYTES] [--data FILE]
@@ -14,7 +17,9 @@
 
 const fs = require('fs');
 const crypto = require('crypto');
+const net = require('net');
 const rhea = require('rhea');
+const Connection = require('rhea/lib/connection.js');
 const types = rhea.types;
 
 const opts = parseArgs(process.argv.slice(2));
@@ -323,7 +328,122 @@ container.on('disconnected', forget);
 container.on('connection_close', forget);
 container.on('error', (err) => console.error('amqp error:', err && err.message));
 
-const server = container.listen({ host: opts.host, port: opts.port, autoaccept: false });
+const server = net.createServer((socket) => sniff(socket));
+server.listen({ host: opts.host, port: opts.port });
+
+// sniff reads a connection's first bytes: the AMQP protocol header goes to
+// rhea as is; an HTTP request must be a WebSocket upgrade.
+function sniff(socket) {
+  let buf = Buffer.alloc(0);
+  const onData = (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    if (buf.length < 4) return;
+    if (buf.subarray(0, 4).toString('latin1') === 'AMQP') {
+      socket.removeListener('data', onData);
+      console.log(`eventhubs-fake: amqp connection from ${socket.remotePort}`);
+      new Connection({ autoaccept: false }, container).accept(socket);
+      socket.emit('data', buf);
+      return;
+    }
+    const end = buf.indexOf('\r\n\r\n');
+    if (end < 0) {
+      if (buf.length > 16384) socket.destroy();
+      return;
+    }
+    socket.removeListener('data', onData);
+    upgrade(socket, buf.subarray(0, end).toString('latin1'), buf.subarray(end + 4));
+  };
+  socket.on('data', onData);
+  socket.on('error', () => {});
+}
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+const WS_PROTOCOL = 'AMQPWSB10';
+
+function httpError(socket, status, why) {
+  console.log(`eventhubs-fake: websocket upgrade refused: ${status} ${why}`);
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(why)}\r\nConnection: close\r\n\r\n${why}`);
+}
+
+// upgrade answers a WebSocket handshake (RFC 6455) and hands the connection
+// to rhea as a WebSocket.
+function upgrade(socket, head, rest) {
+  const [requestLine, ...lines] = head.split('\r\n');
+  const [method, path] = requestLine.split(' ');
+  const h = {};
+  for (const l of lines) {
+    const i = l.indexOf(':');
+    if (i > 0) h[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+  }
+  if (method !== 'GET' || (h.upgrade || '').toLowerCase() !== 'websocket' || !h['sec-websocket-key']) {
+    return httpError(socket, '400 Bad Request', 'neither AMQP nor a WebSocket upgrade');
+  }
+  if (path !== '/$servicebus/websocket') return httpError(socket, '404 Not Found', `no WebSocket endpoint at ${path}`);
+  const protocols = (h['sec-websocket-protocol'] || '').split(',').map((p) => p.trim());
+  if (!protocols.includes(WS_PROTOCOL)) return httpError(socket, '400 Bad Request', `subprotocol ${WS_PROTOCOL} required`);
+  const accept = crypto.createHash('sha1').update(h['sec-websocket-key'] + WS_GUID).digest('base64');
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+    `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: ${WS_PROTOCOL}\r\n\r\n`);
+  console.log(`eventhubs-fake: websocket connection from ${socket.remotePort}`);
+  const ws = wsEndpoint(socket);
+  container.websocket_accept(ws, { autoaccept: false });
+  ws.feed(rest);
+}
+
+// wsEndpoint is the little of the npm 'ws' socket that rhea's wrapper uses
+// (send, close, onmessage, onclose, onerror), over RFC 6455 framing: client
+// frames are masked, server frames are not; AMQP travels in binary frames.
+function wsEndpoint(socket) {
+  let buf = Buffer.alloc(0);
+  let closed = false;
+  const frame = (op, data) => {
+    let h;
+    if (data.length < 126) h = Buffer.from([0x80 | op, data.length]);
+    else if (data.length < 65536) { h = Buffer.alloc(4); h[0] = 0x80 | op; h[1] = 126; h.writeUInt16BE(data.length, 2); }
+    else { h = Buffer.alloc(10); h[0] = 0x80 | op; h[1] = 127; h.writeBigUInt64BE(BigInt(data.length), 2); }
+    return Buffer.concat([h, data]);
+  };
+  const ws = {
+    url: `websocket from ${socket.remotePort}`,
+    onmessage: null, onclose: null, onerror: null,
+    send(data) { if (!closed) socket.write(frame(0x2, Buffer.from(data))); },
+    close() {
+      if (closed) return;
+      closed = true;
+      socket.end(frame(0x8, Buffer.from([0x03, 0xe8]))); // 1000: normal closure
+    },
+    feed(chunk) {
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      for (;;) {
+        if (buf.length < 2) return;
+        const op = buf[0] & 0x0f;
+        let len = buf[1] & 0x7f;
+        let off = 2;
+        if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4; }
+        else if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10; }
+        if (!(buf[1] & 0x80)) { socket.destroy(); return fail(new Error('an unmasked client frame')); }
+        if (buf.length < off + 4 + len) return;
+        const key = buf.subarray(off, off + 4);
+        const payload = Buffer.from(buf.subarray(off + 4, off + 4 + len));
+        for (let i = 0; i < len; i++) payload[i] ^= key[i & 3];
+        buf = buf.subarray(off + 4 + len);
+        switch (op) {
+          case 0x0: case 0x2: if (payload.length && ws.onmessage) ws.onmessage({ data: payload }); break;
+          case 0x8: ws.close(); break;
+          case 0x9: if (!closed) socket.write(frame(0xa, payload)); break;
+          case 0xa: break;
+          default: socket.destroy(); return fail(new Error(`websocket opcode ${op}: AMQP needs binary frames`));
+        }
+      }
+    },
+  };
+  const fail = (err) => { if (ws.onerror) ws.onerror(err); };
+  socket.on('data', (chunk) => ws.feed(chunk));
+  socket.on('close', () => { closed = true; if (ws.onclose) ws.onclose(); });
+  socket.on('error', fail);
+  return ws;
+}
+
 server.on('listening', () => console.log(`eventhubs-fake: hub ${opts.hub}, ${opts.partitions} partitions, ` +
   `max message ${opts['max-message-size']} bytes, listening on ${opts.host}:${opts.port}`));
 server.on('error', (err) => { console.error(`eventhubs-fake: ${err.message}`); process.exit(1); });

@@ -30,6 +30,11 @@ var Vars = []config.Var{
 			"With a key, batches are sent one at a time so each key's events keep their order."},
 	{Name: "AZURE_EH_PARTITION_ID",
 		Doc: "Send every event to this partition (e.g. `0`) instead; not together with a partition key. Batches are sent one at a time, in order."},
+	{Name: "AZURE_EH_TRANSPORT", Default: transportAuto,
+		Doc: "How to reach Event Hubs: `amqp` is AMQP over TCP port 5671; `websockets` is AMQP over WebSockets on port 443 (`wss://<namespace>/$servicebus/websocket`), " +
+			"through the proxy `HTTPS_PROXY` names unless `NO_PROXY` excludes the namespace; `auto` uses WebSockets when such a proxy applies, " +
+			"else tries AMQP and, if it cannot connect within 15 s (port 5671 blocked or dropped), WebSockets until the block restarts. " +
+			"AMQP does not go through a proxy. With `UseDevelopmentEmulator=true` both are unencrypted on the endpoint's port (ws://, proxy from `HTTP_PROXY`)."},
 	{Name: "AZURE_EH_CONSUMER_GROUP", Doc: "Receive-side setting of the original block: accepted and ignored (this block only sends)."},
 	{Name: "AZURE_EH_STORAGE_ACCOUNT", Doc: "Receive-side setting of the original block: accepted and ignored."},
 	{Name: "AZURE_EH_STORAGE_ACCOUNT_KEY", Secret: true, Doc: "Receive-side setting of the original block: accepted and ignored."},
@@ -99,6 +104,11 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		}
 	}
 
+	s.transport = l.Enum("AZURE_EH_TRANSPORT", transportAuto, transportAMQP, transportWS)
+	if s.transport == transportAMQP && s.fqdn != "" && s.ws.viaProxy(s.fqdn) && l.Err() == nil {
+		s.log.Warn("AZURE_EH_TRANSPORT is amqp: Event Hubs is reached directly on port 5671, not through the proxy HTTPS_PROXY names; set websockets or auto to use it")
+	}
+
 	s.keyBy = l.Enum("AZURE_EH_PARTITION_KEY", keyNone, keyDevice, keyTopic)
 	if id := l.String("AZURE_EH_PARTITION_ID"); id != "" {
 		switch {
@@ -153,8 +163,9 @@ func (s *Sink) fromConnectionString(l *config.Loader, conn, hub string) {
 		hubArg, hub = "", *props.EntityPath // the SDK takes the hub from EntityPath
 	}
 	s.where = props.FullyQualifiedNamespace + "/" + hub
-	s.dial = func() (producer, error) {
-		c, err := azeventhubs.NewProducerClientFromConnectionString(conn, hubArg, producerOptions())
+	s.fqdn, s.ws = props.FullyQualifiedNamespace, wsDialer{plain: props.Emulator}
+	s.dial = func(ws bool) (producer, error) {
+		c, err := azeventhubs.NewProducerClientFromConnectionString(conn, hubArg, producerOptions(s.newWS(ws)))
 		if err != nil {
 			return nil, err
 		}
@@ -177,8 +188,9 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret 
 		return fmt.Errorf("AZURE_EH_NAMESPACE is set, but DefaultAzureCredential cannot be built from this environment: %s", redact(err.Error(), s.secrets))
 	}
 	s.where = ns + "/" + hub
-	s.dial = func() (producer, error) {
-		c, err := azeventhubs.NewProducerClient(ns, hub, cred, producerOptions())
+	s.fqdn = ns
+	s.dial = func(ws bool) (producer, error) {
+		c, err := azeventhubs.NewProducerClient(ns, hub, cred, producerOptions(s.newWS(ws)))
 		if err != nil {
 			return nil, err
 		}

@@ -165,7 +165,7 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 // newFakeSink returns a sink over h (keyBy keyNone unless set after).
 func newFakeSink(h *fakeHub) *Sink {
 	return &Sink{log: discard, device: "dev-1", keyBy: keyNone, where: "fake/hub",
-		dial: func() (producer, error) { return h, nil }}
+		dial: func(bool) (producer, error) { return h, nil }}
 }
 
 var errConnLost = &azeventhubs.Error{Code: azeventhubs.ErrorCodeConnectionLost}

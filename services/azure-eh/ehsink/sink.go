@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -39,16 +40,6 @@ const (
 	// long-lived context, and a black-holed network must surface as an error.
 	connectTimeout = time.Minute
 )
-
-// producerOptions keeps the SDK's own retries short: the pipeline retries with
-// its backoff and reports the error on /ready meanwhile, while the SDK's
-// defaults would block a send for ~30 s per failure.
-func producerOptions() *azeventhubs.ProducerClientOptions {
-	return &azeventhubs.ProducerClientOptions{
-		ApplicationID: "cloud-block",
-		RetryOptions:  azeventhubs.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
-	}
-}
 
 // producer is the part of *azeventhubs.ProducerClient the sink uses. The
 // batch is an interface because an EventDataBatch can only come from a
@@ -95,37 +86,116 @@ type Sink struct {
 	partitionID string // fixed partition, or ""
 	where       string // namespace/hub, for logs and errors
 	secrets     []string
-	// dial creates the producer; tests replace it with a fake.
-	dial func() (producer, error)
+	transport   string   // AZURE_EH_TRANSPORT
+	fqdn        string   // the namespace's host (and port, for an emulator)
+	ws          wsDialer // opens WebSocket connections
+	// dial creates the producer, over WebSockets if ws; tests replace it
+	// with a fake.
+	dial func(ws bool) (producer, error)
+	// fallbackAfter bounds auto's AMQP attempt (amqpFallbackAfter; tests
+	// shorten it).
+	fallbackAfter time.Duration
 
 	mu  sync.Mutex
 	p   producer
 	lim sink.Limits
+	// fellBack: auto found AMQP unreachable and WebSockets working; it keeps
+	// to WebSockets until the block restarts.
+	fellBack bool
+}
+
+// newWS is the SDK's WebSocket option for a producer over WebSockets.
+func (s *Sink) newWS(ws bool) func(context.Context, azeventhubs.WebSocketConnParams) (net.Conn, error) {
+	if !ws {
+		return nil
+	}
+	return s.ws.dial
 }
 
 // Connect creates the producer and learns the hub's size limit, which also
 // proves the hub is reachable and the credentials are accepted.
+//
+// With AZURE_EH_TRANSPORT=auto it uses WebSockets when a proxy applies to
+// the namespace (AMQP cannot use one); otherwise it tries AMQP for up to
+// amqpFallbackAfter, and WebSockets when that failed for any reason but
+// refused credentials (which WebSockets would not change). After a
+// fallback it keeps to WebSockets until the block restarts, so an outage
+// does not cost the AMQP wait again on every reconnect.
 func (s *Sink) Connect(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.p != nil {
 		return nil
 	}
-	p, err := s.dial()
+	var (
+		p         producer
+		lim       sink.Limits
+		err       error
+		transport = s.transport
+		amqpErr   error
+	)
+	if transport == transportAuto {
+		switch {
+		case s.fellBack:
+			transport = transportWS
+		case s.fqdn != "" && s.ws.viaProxy(s.fqdn):
+			transport = transportWS
+		default:
+			after := s.fallbackAfter
+			if after == 0 {
+				after = amqpFallbackAfter
+			}
+			actx, cancel := context.WithTimeout(ctx, after)
+			p, lim, amqpErr = s.open(actx, false)
+			cancel()
+			transport = transportAMQP
+			if amqpErr != nil && !sink.IsAuth(amqpErr) && ctx.Err() == nil {
+				transport = transportWS
+			} else {
+				err = amqpErr
+			}
+		}
+	}
+	if p == nil && err == nil {
+		p, lim, err = s.open(ctx, transport == transportWS)
+		if err != nil && amqpErr != nil {
+			err = fmt.Errorf("%w; and AMQP before it: %w", err, amqpErr)
+		}
+	}
 	if err != nil {
-		return s.failure("creating the producer for "+s.where, err, 0)
+		return err
+	}
+	if amqpErr != nil {
+		s.fellBack = true
+		s.log.Warn("AMQP (port 5671) could not connect; using AMQP over WebSockets (port 443) until the block restarts",
+			"event_hub", s.where, "err", amqpErr)
+	}
+	s.p, s.lim = p, lim
+	s.log.Info("connected to the event hub", "event_hub", s.where, "transport", transport, "max_message_bytes", lim.MaxMessageBytes,
+		"message_overhead", lim.MessageOverhead, "partition_key", s.keyBy, "partition_id", s.partitionID)
+	return nil
+}
+
+// open creates a producer over AMQP or WebSockets and probes the limits
+// within connectTimeout: Connect gets the pipeline's long-lived context,
+// and a black-holed network must surface as an error.
+func (s *Sink) open(ctx context.Context, ws bool) (producer, sink.Limits, error) {
+	over := ""
+	if ws {
+		over = " over WebSockets"
+	}
+	p, err := s.dial(ws)
+	if err != nil {
+		return nil, sink.Limits{}, s.failure("creating the producer for "+s.where+over, err, 0)
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	lim, err := s.probe(pctx, p)
 	if err != nil {
 		_ = p.Close(ctx)
-		return s.failure("connecting to "+s.where, err, 0)
+		return nil, sink.Limits{}, s.failure("connecting to "+s.where+over, err, 0)
 	}
-	s.p, s.lim = p, lim
-	s.log.Info("connected to the event hub", "event_hub", s.where, "max_message_bytes", lim.MaxMessageBytes,
-		"message_overhead", lim.MessageOverhead, "partition_key", s.keyBy, "partition_id", s.partitionID)
-	return nil
+	return p, lim, nil
 }
 
 // probe learns the limits. The link's max-message-size is only visible

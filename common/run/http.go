@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/deadletter"
 	"github.com/cloud-block/cloud-block/common/metrics"
@@ -55,9 +56,9 @@ func (s *settings) registerMetrics(reg *metrics.Registry, sp *spool.Spool, dead 
 	reg.GaugeFunc("cloudblock_spool_messages", "Messages in the spool not yet delivered.", func() float64 { return float64(sp.Backlog()) })
 	reg.GaugeFunc("cloudblock_spool_damaged_bytes", "Bytes cut from damaged spool files at start-up.", func() float64 { return float64(sp.Stats().DamagedBytes) })
 	reg.GaugeFunc("cloudblock_spool_damaged_messages", "Messages known lost to spool damage found at start-up.", func() float64 { return float64(sp.Stats().DamagedMessages) })
-	reg.GaugeFunc("cloudblock_oldest_unsent_age_seconds", "Age of the oldest message not yet delivered (0 when none).", func() float64 {
+	reg.GaugeFunc("cloudblock_oldest_unsent_age_seconds", "Age of the oldest message not yet delivered (0 when none, or when it was received before the clock was set: its age is unknown).", func() float64 {
 		t := pipe.Status().OldestUnsent
-		if t.IsZero() {
+		if t.IsZero() || !clock.Trusted(t) {
 			return 0
 		}
 		return time.Since(t).Seconds()
@@ -72,11 +73,15 @@ func (s *settings) registerMetrics(reg *metrics.Registry, sp *spool.Spool, dead 
 	reg.GaugeFunc("cloudblock_destination_connected", "1 once the destination's clients are connected.", func() float64 { return boolf(pipe.Status().Connected) })
 	reg.GaugeFunc("cloudblock_deadletter_bytes", "Bytes in the dead-letter store.", func() float64 { _, b, _ := dead.Stats(); return float64(b) })
 	reg.CounterFunc("cloudblock_deadletter_evicted_total", "Dead-lettered messages removed to keep the store within DEADLETTER_MAX_BYTES.", func() float64 { _, _, l := dead.Stats(); return float64(l) })
+	s.registerClockMetrics(reg)
 }
 
 // readiness lists why the block is not ready (empty = ready).
 func (s *settings) readiness(sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeline.Pipeline) (reasons []string, st pipeline.Status) {
 	st = pipe.Status()
+	if r := s.clockReason(); r != "" {
+		reasons = append(reasons, r)
+	}
 	if !sub.Connected() {
 		r := "not connected to the MQTT broker"
 		if e := sub.LastError(); e != "" {
@@ -91,7 +96,8 @@ func (s *settings) readiness(sp *spool.Spool, sub *mqtt.Subscriber, pipe *pipeli
 		}
 		reasons = append(reasons, r)
 	}
-	if !st.OldestUnsent.IsZero() {
+	// A message received before the clock was set has no known age.
+	if !st.OldestUnsent.IsZero() && clock.Trusted(st.OldestUnsent) {
 		if age := time.Since(st.OldestUnsent); age > s.readyMaxAge {
 			r := fmt.Sprintf("oldest undelivered message is %s old (limit READY_MAX_UNSENT_AGE=%s)", age.Round(time.Second), s.readyMaxAge)
 			if st.LastError != "" {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/metrics"
 	"github.com/cloud-block/cloud-block/common/mqtt"
 	"github.com/cloud-block/cloud-block/common/sink"
@@ -19,8 +21,12 @@ type ingest struct {
 	ctx        context.Context // ends at shutdown: messages not taken stay unacknowledged
 	sp         *spool.Spool
 	deadLetter func(ctx context.Context, msgs []sink.Message, reason string) bool
+	// receiveTime, if set, dates each message instead of the MQTT client's
+	// time: clock.Guard's ReceiveTime, an untrusted time while the clock is
+	// not plausible.
+	receiveTime func() time.Time
 
-	received, acked, tooLarge *metrics.Counter
+	received, acked, tooLarge, unsynced *metrics.Counter
 }
 
 func newIngest(ctx context.Context, sp *spool.Spool, deadLetter func(context.Context, []sink.Message, string) bool, reg *metrics.Registry) *ingest {
@@ -28,12 +34,19 @@ func newIngest(ctx context.Context, sp *spool.Spool, deadLetter func(context.Con
 		received: reg.Counter("cloudblock_received_total", "MQTT messages received."),
 		acked:    reg.Counter("cloudblock_acknowledged_total", "MQTT messages acknowledged (PUBACK) once delivered or durably spooled."),
 		tooLarge: reg.Counter("cloudblock_too_large_total", "MQTT messages larger than the spool's record limit, dead-lettered on arrival (also counted in cloudblock_dead_lettered_total)."),
+		unsynced: reg.Counter("cloudblock_received_unsynchronised_total", "MQTT messages received while the clock was not plausible: their receive time is marked untrusted."),
 	}
 }
 
 // handle runs on the MQTT client's delivery goroutine, in arrival order.
 func (in *ingest) handle(m mqtt.Message) {
 	in.received.Inc()
+	if in.receiveTime != nil {
+		m.Received = in.receiveTime()
+	}
+	if !clock.Trusted(m.Received) {
+		in.unsynced.Inc()
+	}
 	err := in.sp.Append(in.ctx, spool.Entry{Topic: m.Topic, Received: m.Received, Payload: m.Payload}, func(uint64) {
 		m.Ack()
 		in.acked.Inc()

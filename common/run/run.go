@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/deadletter"
 	"github.com/cloud-block/cloud-block/common/metrics"
@@ -129,6 +130,9 @@ type settings struct {
 	snk         sink.Sink
 	fromVault   []string
 	vault       *vaultState // nil without Azure Key Vault
+	// clockMaxJump is CLOCK_MAX_JUMP; clock, once serving, the clock's guard.
+	clockMaxJump time.Duration
+	clock        *clock.Guard
 }
 
 func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error) {
@@ -195,6 +199,7 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	s.spool.MarkEvery = s.pipe.MaxMessages
 	s.readyMaxAge = l.Duration("READY_MAX_UNSENT_AGE", time.Second, 30*24*time.Hour)
 	s.shutdown = l.Duration("SHUTDOWN_TIMEOUT", 0, 10*time.Minute)
+	s.clockMaxJump = l.Duration("CLOCK_MAX_JUMP", clock.MaxJumpMin, clock.MaxJumpMax)
 	s.listen = l.String("HTTP_LISTEN")
 	if s.listen != "off" {
 		if _, _, err := splitHostPort(s.listen); err != nil {
@@ -300,6 +305,7 @@ func (s *settings) serve(ctx context.Context) error {
 		return err
 	}
 	pipe.OnAuthError = onAuthError
+	pipe.Clock = s.startClock(ctx)
 	stopAdmin := serveAdmin(&admin{sp: sp, dead: dead, deadDir: s.deadDir(), opt: s.spool, service: s.svc.Name,
 		device: s.device, log: log, running: true, fullWait: time.Minute}, log)
 	defer stopAdmin()
@@ -309,6 +315,7 @@ func (s *settings) serve(ctx context.Context) error {
 	ingestCtx, stopIngest := context.WithCancel(context.Background())
 	defer stopIngest()
 	in := newIngest(ingestCtx, sp, pipe.DeadLetter, reg)
+	in.receiveTime = s.clock.ReceiveTime
 	sub := mqtt.New(s.mqtt, in.handle)
 	s.registerMetrics(reg, sp, dead, sub, pipe)
 

@@ -64,6 +64,7 @@ func badValues(t *testing.T) map[string]string {
 		"RETRY_MAX_BACKOFF":          "forever",
 		"READY_MAX_UNSENT_AGE":       "0s",
 		"SHUTDOWN_TIMEOUT":           "1y",
+		"CLOCK_MAX_JUMP":             "500ms",
 		"LOG_LEVEL":                  "verbose",
 		"HTTP_LISTEN":                "localhost",
 		"TEST_ENDPOINT":              "http://plain",

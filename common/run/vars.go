@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/pipeline"
 	"github.com/cloud-block/cloud-block/common/spool"
@@ -66,6 +67,8 @@ func CommonVars(service string) []config.Var {
 		{Name: "SHUTDOWN_TIMEOUT", Default: "10s",
 			Doc: "On SIGTERM, how long in-flight batches may finish; what does not stays in the spool. Keep the compose stop_grace_period longer."},
 		{Name: "LOG_LEVEL", Default: "info", Doc: "`debug`, `info`, `warn` or `error`. Logs are JSON lines on stdout."},
+		{Name: "CLOCK_MAX_JUMP", Default: durationText(clock.DefaultMaxJump),
+			Doc: "A step of the system clock larger than this (the wall clock moving apart from the monotonic clock, as when NTP first sets it) makes the clock untrusted for 10 s. While the clock is untrusted, or earlier than the build's date, nothing is sent (signatures would fail) and messages are spooled, their receive times marked (see the README, \"The clock\"). From 1s to 24h."},
 		{Name: "HTTP_LISTEN", Default: ":8080", Doc: "Address of the status page (`/`) and the `/live`, `/ready`, `/status.json` and `/metrics` endpoints; `off` disables them (and the healthcheck)."},
 	}
 	return append(vars, vault.Vars...)

@@ -27,7 +27,7 @@ func (s *Sink) Check(ctx context.Context, opt sink.CheckOptions) ([]sink.Finding
 		where += ", endpoint " + s.cfg.Endpoint
 	}
 	where += ")"
-	fs := []sink.Finding{{Text: where + " answered HeadBucket"}}
+	fs := []sink.Finding{{Text: where + " answered HeadBucket, credentials from " + s.cfg.identity()}}
 	if !opt.Write {
 		return fs, nil
 	}
@@ -41,4 +41,15 @@ func (s *Sink) Check(ctx context.Context, opt sink.CheckOptions) ([]sink.Finding
 			key, s.classify(fmt.Errorf("deleting %q from bucket %q: %w", key, s.cfg.Bucket, err)))}), nil
 	}
 	return append(fs, sink.Finding{Text: fmt.Sprintf("wrote and deleted test object %s (PutObject, DeleteObject)", key)}), nil
+}
+
+// identity says where the credentials come from, for check.
+func (c Config) identity() string {
+	switch {
+	case c.AccessKey != "":
+		return "the access key in AWS_S3_ACCESS_KEY"
+	case c.IoT != nil:
+		return c.IoT.String()
+	}
+	return "the AWS SDK's default chain (AWS_S3_ACCESS_KEY and AWS_S3_IOT_CREDENTIALS_ENDPOINT are not set)"
 }

@@ -27,8 +27,8 @@ func TestCheck(t *testing.T) {
 		auth  bool     // fails with an AuthError
 		left  int      // objects left in the bucket
 	}{
-		{name: "read only", want: []string{`bucket test-bucket \(region us-east-1\) answered HeadBucket`}},
-		{name: "write", write: true, want: []string{`bucket .* answered HeadBucket`,
+		{name: "read only", want: []string{`bucket test-bucket \(region us-east-1\) answered HeadBucket, credentials from the access key in AWS_S3_ACCESS_KEY`}},
+		{name: "write", write: true, want: []string{`bucket .* answered HeadBucket, credentials from .*`,
 			`wrote and deleted test object in/cloud-block-check/dev-1-\d{8}T\d{6}\.\d{9}Z\.txt \(PutObject, DeleteObject\)`}},
 		{name: "put refused", write: true, fail: refuse("PutObject"), auth: true, want: []string{`bucket .*`}},
 		{name: "delete refused", write: true, fail: refuse("DeleteObject"), left: 1, want: []string{`bucket .*`,

@@ -14,8 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// newClient builds the S3 client: from the given keys, or, without them,
-// from the SDK's default configuration for its credential chain. Every other
+// newClient builds the S3 client: from the given keys, from the AWS IoT
+// credentials provider, or, without either, from the SDK's default
+// configuration for its credential chain. Every other
 // setting comes from our variables either way.
 func (s *Sink) newClient(ctx context.Context) (API, func(), error) {
 	// Our own transport, so Close can drop its connections. It keeps enough
@@ -45,6 +46,9 @@ func (s *Sink) newClient(ctx context.Context) (API, func(), error) {
 	if s.cfg.AccessKey != "" {
 		creds := credentials.NewStaticCredentialsProvider(s.cfg.AccessKey, s.cfg.SecretKey, s.cfg.Token)
 		return s3.New(s3.Options{Credentials: creds}, opts), tr.CloseIdleConnections, nil
+	}
+	if s.cfg.IoT != nil {
+		return s3.New(s3.Options{Credentials: newIOTCredentials(s.cfg.IoT)}, opts), tr.CloseIdleConnections, nil
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {

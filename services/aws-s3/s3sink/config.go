@@ -1,9 +1,11 @@
 package s3sink
 
 import (
+	"log/slog"
 	"math"
 	"net/url"
 
+	"github.com/cloud-block/cloud-block/common/awsiot"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/objstore"
 	"github.com/cloud-block/cloud-block/common/run"
@@ -25,9 +27,10 @@ var Vars = config.Merge([]config.Var{
 	{Name: "AWS_S3_REGION", Aliases: []string{"AWS_REGION"}, Required: true,
 		Doc: "Region of the bucket, e.g. `eu-west-1` (any value for most S3-compatible stores)."},
 	{Name: "AWS_S3_ACCESS_KEY",
-		Doc: "Access key id. With AWS_S3_SECRET_KEY; leave both unset to use the SDK's default credential chain (AWS_ACCESS_KEY_ID, ~/.aws, web identity, ECS or EC2 instance role). The key needs s3:PutObject and s3:ListBucket (for the start-up check) on the bucket."},
+		Doc: "Access key id. With AWS_S3_SECRET_KEY; leave both unset to use the AWS IoT credentials provider (`AWS_S3_IOT_*`) or, without it, the SDK's default credential chain (AWS_ACCESS_KEY_ID, ~/.aws and AWS_PROFILE, web identity with AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, ECS or EC2 instance role). The key needs s3:PutObject and s3:ListBucket (for the start-up check) on the bucket."},
 	{Name: "AWS_S3_SECRET_KEY", Secret: true, Doc: "Secret access key of AWS_S3_ACCESS_KEY."},
 	{Name: "AWS_S3_SESSION_TOKEN", Secret: true, Doc: "Session token, for temporary credentials given as AWS_S3_ACCESS_KEY and AWS_S3_SECRET_KEY."},
+}, awsiot.Vars(prefix), []config.Var{
 	{Name: "AWS_S3_ENDPOINT", Aliases: []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"},
 		Doc: "Endpoint URL of an S3-compatible store or emulator, e.g. `http://minio:9000`. Default: AWS's endpoint for the region."},
 	{Name: "AWS_S3_FORCE_PATH_STYLE",
@@ -50,6 +53,7 @@ type Config struct {
 	AccessKey string // "" uses the SDK's default credential chain
 	SecretKey string
 	Token     string
+	IoT       *awsiot.Provider // the AWS IoT credentials provider, when configured
 	Endpoint  string // "" is AWS's endpoint for Region
 	PathStyle bool
 	// MaxObject bounds every object's body.
@@ -59,10 +63,10 @@ type Config struct {
 
 // New reads the variables; problems are collected by l.
 func New(l *config.Loader, info run.Info) (sink.Sink, error) {
-	return newSink(load(l, info.Device), info), nil
+	return newSink(load(l, info.Device, info.Log), info), nil
 }
 
-func load(l *config.Loader, device string) Config {
+func load(l *config.Loader, device string, log *slog.Logger) Config {
 	c := Config{
 		Bucket:    l.String("AWS_S3_BUCKET"),
 		Region:    l.String("AWS_S3_REGION"),
@@ -71,6 +75,10 @@ func load(l *config.Loader, device string) Config {
 		Token:     l.String("AWS_S3_SESSION_TOKEN"),
 		MaxObject: l.Bytes("AWS_S3_MAX_OBJECT_BYTES", 64<<10, s3MaxPut),
 		Objects:   objstore.Load(l, prefix, device),
+		IoT:       awsiot.Load(l, prefix, log),
+	}
+	if c.AccessKey != "" && l.IsSet(prefix+"_IOT_CREDENTIALS_ENDPOINT") {
+		l.Fail("AWS_S3_ACCESS_KEY", c.AccessKey, "unset when "+l.SetName(prefix+"_IOT_CREDENTIALS_ENDPOINT")+" is set: the credentials come from AWS IoT or from keys, not both")
 	}
 	if c.Region != "" && !config.ValidAWSRegion(c.Region) {
 		l.Fail("AWS_S3_REGION", c.Region, config.AWSRegionAllowed)

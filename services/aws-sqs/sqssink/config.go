@@ -2,8 +2,10 @@ package sqssink
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 
+	"github.com/cloud-block/cloud-block/common/awsiot"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/run"
 	"github.com/cloud-block/cloud-block/common/sink"
@@ -11,15 +13,16 @@ import (
 
 // Vars are the destination's variables. The first four are the original
 // block's names.
-var Vars = []config.Var{
+var Vars = slices.Concat([]config.Var{
 	{Name: "AWS_SQS_QUEUE_NAME", Required: true,
 		Doc: "The queue: its name, or its full URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`). It must exist. A name ending in `.fifo` is a FIFO queue."},
 	{Name: "AWS_SQS_REGION",
 		Doc: "AWS region of the queue, e.g. `eu-west-1`. Default: the region in a queue URL, else the SDK's (`AWS_REGION`, the shared config)."},
 	{Name: "AWS_SQS_ACCESS_KEY", Secret: true,
-		Doc: "Access key id (with `AWS_SQS_SECRET_KEY`). When both are unset the SDK's default credential chain is used: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, the shared config and `AWS_PROFILE`, web identity, ECS and EC2 instance roles."},
+		Doc: "Access key id (with `AWS_SQS_SECRET_KEY`). When both are unset, and the AWS IoT credentials provider is not configured (`AWS_SQS_IOT_*`), the SDK's default credential chain is used: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, the shared config and `AWS_PROFILE`, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`), ECS and EC2 instance roles."},
 	{Name: "AWS_SQS_SECRET_KEY", Secret: true, Doc: "Secret access key."},
 	{Name: "AWS_SQS_SESSION_TOKEN", Secret: true, Doc: "Session token, for temporary keys."},
+}, awsiot.Vars(prefix), []config.Var{
 	{Name: "AWS_SQS_ENDPOINT",
 		Doc: "Endpoint URL of an emulator (LocalStack, ElasticMQ) or a VPC endpoint. The SDK's own `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL` work too; this one wins."},
 	{Name: "AWS_SQS_MESSAGE_GROUP_ID", Default: groupDevice,
@@ -27,7 +30,10 @@ var Vars = []config.Var{
 	// Ten is SendMessageBatch's own limit; a larger batch would only be cut again.
 	{Name: "BATCH_MAX_MESSAGES", Default: "10",
 		Doc: "Most messages in one batch. SQS takes at most 10 a request (the block cuts larger batches to fit)."},
-}
+})
+
+// prefix names the AWS IoT credentials provider's variables (AWS_SQS_IOT_*).
+const prefix = "AWS_SQS"
 
 // Service is the destination's run.Service.
 var Service = run.Service{Name: "aws-sqs", Vars: Vars, New: New}
@@ -48,6 +54,8 @@ type Config struct {
 	// urlRegion is the region named in an AWS queue URL's host, if any.
 	urlRegion                          string
 	accessKey, secretKey, sessionToken string
+	// iot is the AWS IoT credentials provider, when configured.
+	iot *awsiot.Provider
 	// endpoint overrides the SDK's; from AWS_SQS_ENDPOINT or a non-AWS queue URL.
 	endpoint string
 	group    string // groupDevice, groupTopic or a fixed id
@@ -63,6 +71,10 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		group:        strings.TrimSpace(l.String("AWS_SQS_MESSAGE_GROUP_ID")),
 	}
 	st.parseQueue(l)
+	st.iot = awsiot.Load(l, prefix, info.Log)
+	if st.accessKey != "" && l.IsSet(prefix+"_IOT_CREDENTIALS_ENDPOINT") {
+		l.Fail("AWS_SQS_ACCESS_KEY", st.accessKey, "unset when "+l.SetName(prefix+"_IOT_CREDENTIALS_ENDPOINT")+" is set: the credentials come from AWS IoT or from keys, not both")
+	}
 	if u := l.URL("AWS_SQS_ENDPOINT", "https", "http"); u != nil {
 		st.endpoint = u.String()
 	}

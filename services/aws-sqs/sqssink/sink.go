@@ -98,9 +98,12 @@ func (s *Sink) dialAWS(ctx context.Context) (Client, error) {
 	if region != "" {
 		opts = append(opts, config.WithRegion(region))
 	}
-	if s.st.accessKey != "" {
+	switch {
+	case s.st.accessKey != "":
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(s.st.accessKey, s.st.secretKey, s.st.sessionToken)))
+	case s.st.iot != nil:
+		opts = append(opts, config.WithCredentialsProvider(newIOTCredentials(s.st.iot)))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
@@ -111,6 +114,11 @@ func (s *Sink) dialAWS(ctx context.Context) (Client, error) {
 	}
 	// Fetched now so that missing credentials show at start, as an auth problem.
 	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		if s.st.iot != nil {
+			// Names the endpoint; a refusal is an AuthError, an endpoint
+			// out of reach is not.
+			return nil, fmt.Errorf("sqs: %w", err)
+		}
 		return nil, &sink.AuthError{Err: fmt.Errorf("sqs: no AWS credentials (set AWS_SQS_ACCESS_KEY and AWS_SQS_SECRET_KEY, or configure the SDK's default chain): %w", err)}
 	}
 	client := sqs.NewFromConfig(cfg, func(o *sqs.Options) {

@@ -54,7 +54,7 @@ type Config struct {
 	SecretKey string
 	Token     string
 	IoT       *awsiot.Provider // the AWS IoT credentials provider, when configured
-	Endpoint  string // "" is AWS's endpoint for Region
+	Endpoint  string           // "" is AWS's endpoint for Region
 	PathStyle bool
 	// MaxObject bounds every object's body.
 	MaxObject int64

@@ -7,7 +7,10 @@ REGISTRY ?= ghcr.io/cloud-block
 GO ?= go
 # -race everywhere in tests; a generous timeout because cold SDK builds are slow on 2 cores.
 GOTEST ?= $(GO) test -race -count=1 -timeout 30m
-LDFLAGS := -s -w -X github.com/cloud-block/cloud-block/common/run.Version=$(VERSION)
+# The build's date (the commit's, so builds stay reproducible): the block
+# trusts no system clock earlier than it (common/clock).
+BUILD_DATE ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+LDFLAGS := -s -w -X github.com/cloud-block/cloud-block/common/run.Version=$(VERSION) -X github.com/cloud-block/cloud-block/common/clock.BuildDate=$(BUILD_DATE)
 
 .PHONY: help setup test test-common lint bench build docs demo images test-build dockerfiles clean $(addprefix test-,$(SERVICES)) $(addprefix build-,$(SERVICES))
 

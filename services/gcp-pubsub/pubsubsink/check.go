@@ -54,6 +54,9 @@ func (s *Sink) Check(ctx context.Context, opt sink.CheckOptions) ([]sink.Finding
 		return nil, errors.New("pubsub: this client cannot read topics")
 	}
 	var fs []sink.Finding
+	if s.cfg.emulator == "" && s.cfg.creds.Identity != "" {
+		fs = append(fs, sink.Finding{Text: "identity: " + s.cfg.creds.Identity})
+	}
 	topic := s.cfg.topic
 	err := tr.getTopic(ctx, topic)
 	switch status.Code(err) {

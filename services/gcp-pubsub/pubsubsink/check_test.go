@@ -50,7 +50,12 @@ func TestCheck(t *testing.T) {
 			if (err != nil) != c.fails || sink.IsAuth(err) != c.auth {
 				t.Errorf("error %v: want failure %v, auth %v", err, c.fails, c.auth)
 			}
-			sinktest.WantFindings(t, fs, c.want)
+			// First, who the block is to Google (the fake's: no credentials).
+			want := c.want
+			if want != nil {
+				want = append([]string{`identity: the platform's default credentials`}, want...)
+			}
+			sinktest.WantFindings(t, fs, want)
 		})
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/cloud-block/cloud-block/common/gcpcreds"
 )
 
 // publisher is the part of *pubsub.Publisher the sink uses. Publish returns
@@ -111,8 +113,17 @@ func dialSDK(ctx context.Context, cfg Config) (publisher, error) {
 			option.WithoutAuthentication(),
 			internaloption.SkipDialSettingsValidation(),
 		)
+	case cfg.creds.Type == gcpcreds.ExternalAccount:
+		creds, err := federated(cfg.creds, cfg.tokens)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, option.WithAuthCredentials(creds))
 	case cfg.creds.JSON != nil:
 		opts = append(opts, option.WithAuthCredentialsJSON(option.CredentialsType(cfg.creds.Type), cfg.creds.JSON))
+	}
+	if cfg.endpoint != "" {
+		opts = append(opts, option.WithEndpoint(cfg.endpoint))
 	}
 	project := cfg.project
 	if project == "" {

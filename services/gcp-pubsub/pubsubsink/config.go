@@ -42,6 +42,8 @@ var Vars = append([]config.Var{
 		Doc: "Largest payload published; larger ones are dead-lettered. The default is Pub/Sub's 10 MB limit less room for the attributes; lower it for an emulator with a smaller limit (pstest takes 4 MiB a request)."},
 	{Name: "PUBSUB_EMULATOR_HOST",
 		Doc: "host:port of a Pub/Sub emulator (as the Google client libraries read it): plain gRPC, no credentials."},
+	{Name: prefix + "_ENDPOINT",
+		Doc: "host:port of the Pub/Sub API instead of `pubsub.googleapis.com:443`, reached with TLS and the credentials: a regional endpoint (`europe-west1-pubsub.googleapis.com:443`) or a Private Service Connect one. Not with PUBSUB_EMULATOR_HOST."},
 }, gcpcreds.Vars(prefix)...)
 
 // Service is the gcp-pubsub destination.
@@ -57,8 +59,11 @@ type Config struct {
 	ordering   string
 	maxMessage int
 	emulator   string
+	endpoint   string
 	creds      gcpcreds.Credentials
-	device     string
+	// tokens: the last access-token failure (workload identity federation).
+	tokens *tokens
+	device string
 	// publishTimeout bounds one publish with its retries; 0 keeps the
 	// client's 60 s. Tests against a dead endpoint shorten it.
 	publishTimeout time.Duration
@@ -76,7 +81,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	if cfg.emulator != "" {
 		info.Log.Info("publishing to a Pub/Sub emulator without credentials", "emulator", cfg.emulator, "topic", cfg.topic)
 	} else {
-		info.Log.Info("publishing to Pub/Sub", "topic", cfg.topic, "credentials", cfg.creds.Source, "ordering_key", cfg.ordering)
+		info.Log.Info("publishing to Pub/Sub", "topic", cfg.topic, "credentials", cfg.creds.Source, "identity", cfg.creds.Identity,
+			"endpoint", cfg.endpoint, "ordering_key", cfg.ordering)
 	}
 	return newSink(cfg, dialSDK), nil
 }
@@ -87,7 +93,12 @@ func load(l *config.Loader, device string) Config {
 		ordering:   l.Enum(prefix+"_ORDERING_KEY", orderNone, orderDevice, orderTopic),
 		maxMessage: int(l.Bytes(prefix+"_MAX_MESSAGE_BYTES", 1, defaultMaxMessage)),
 		emulator:   l.HostPort("PUBSUB_EMULATOR_HOST"),
+		endpoint:   l.HostPort(prefix + "_ENDPOINT"),
 		device:     device,
+		tokens:     &tokens{},
+	}
+	if c.endpoint != "" && c.emulator != "" {
+		l.Fail(prefix+"_ENDPOINT", c.endpoint, "unset when PUBSUB_EMULATOR_HOST is set: an emulator is reached without TLS or credentials, an endpoint with both")
 	}
 	c.project = c.creds.ProjectID
 	topicVar := prefix + "_TOPIC"

@@ -192,7 +192,17 @@ func (s *Sink) classify(err error) error {
 		return sink.Permanent(fmt.Errorf("pubsub: message with its attributes is larger than a publish request may be: %w", err))
 	}
 	switch status.Code(err) {
-	case codes.PermissionDenied, codes.Unauthenticated:
+	case codes.Unauthenticated, codes.Internal:
+		// The client could not get an access token: the token endpoint is
+		// down or refuses the device. Retried; the error names the endpoint.
+		if terr := s.cfg.tokens.failure(); terr != nil {
+			return fmt.Errorf("pubsub: publishing to %s: %w", s.cfg.topic, terr)
+		}
+		if status.Code(err) == codes.Internal {
+			break
+		}
+		fallthrough
+	case codes.PermissionDenied:
 		return &sink.AuthError{Err: fmt.Errorf("pubsub: publishing to %s was refused (the service account needs the Pub/Sub Publisher role on the topic): %w", s.cfg.topic, err)}
 	case codes.NotFound:
 		return fmt.Errorf("pubsub: topic %s not found (create it, or check %s_TOPIC and %s_PROJECT_ID): %w", s.cfg.topic, prefix, prefix, err)

@@ -295,6 +295,10 @@ func TestConfigErrors(t *testing.T) {
 			`GCP_PUBSUB_MAX_MESSAGE_BYTES="20MB" is invalid: want a size such as 262144, 256KiB or 64MiB, from 1 to 9995904`},
 		{map[string]string{"GCP_PUBSUB_TOPIC": "projects/p/topics/tp1", "GCP_PUBSUB_CLIENT_EMAIL": "sa@p.iam.gserviceaccount.com"},
 			"GCP_PUBSUB_PRIVATE_KEY is not set: required when GCP_PUBSUB_CLIENT_EMAIL is set"},
+		{map[string]string{"GCP_PUBSUB_TOPIC": "projects/p/topics/tp1", "GCP_PUBSUB_ENDPOINT": "https://pubsub.example.com"},
+			`GCP_PUBSUB_ENDPOINT="https://pubsub.example.com" is invalid: want host:port, such as localhost:8085 (a port from 1 to 65535)`},
+		{map[string]string{"GCP_PUBSUB_TOPIC": "projects/p/topics/tp1", "GCP_PUBSUB_ENDPOINT": "europe-west1-pubsub.googleapis.com:443", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"},
+			`GCP_PUBSUB_ENDPOINT="europe-west1-pubsub.googleapis.com:443" is invalid: want unset when PUBSUB_EMULATOR_HOST is set: an emulator is reached without TLS or credentials, an endpoint with both`},
 	} {
 		_, err := loadEnv(tc.env)
 		if err == nil || err.Error() != tc.want {

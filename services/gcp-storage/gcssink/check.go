@@ -64,6 +64,9 @@ func (s *Sink) Check(ctx context.Context, opt sink.CheckOptions) ([]sink.Finding
 	}
 	bucket := s.cfg.bucket
 	var fs []sink.Finding
+	if s.cfg.emulator == "" && s.cfg.creds.Identity != "" {
+		fs = append(fs, sink.Finding{Text: "identity: " + s.cfg.creds.Identity})
+	}
 	var ge *googleapi.Error
 	switch err := br.bucketAttrs(ctx, bucket); {
 	case err == nil:

@@ -9,6 +9,7 @@ import (
 	"cloud.google.com/go/storage"
 	"google.golang.org/api/option"
 
+	"github.com/cloud-block/cloud-block/common/gcpcreds"
 	"github.com/cloud-block/cloud-block/common/objstore"
 )
 
@@ -80,8 +81,17 @@ func dialRaw(ctx context.Context, cfg Config) (inserter, error) {
 			host = "http://" + host
 		}
 		opts = append(opts, option.WithEndpoint(strings.TrimSuffix(host, "/")+"/storage/v1/"), option.WithoutAuthentication())
+	case cfg.creds.Type == gcpcreds.ExternalAccount:
+		creds, err := federated(cfg.creds)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, option.WithAuthCredentials(creds))
 	case cfg.creds.JSON != nil:
 		opts = append(opts, option.WithAuthCredentialsJSON(option.CredentialsType(cfg.creds.Type), cfg.creds.JSON))
+	}
+	if cfg.endpoint != "" {
+		opts = append(opts, option.WithEndpoint(cfg.endpoint))
 	}
 	c, err := storage.NewClient(ctx, opts...)
 	if err != nil {

@@ -4,6 +4,7 @@
 package gcssink
 
 import (
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -32,6 +33,8 @@ var Vars = config.Merge(
 			Doc: "Largest payload written; larger ones are dead-lettered. 0: no limit of the destination's own (GCS takes objects up to 5 TiB; the spool's, BUFFER_MAX_BYTES/4, applies)."},
 		{Name: "STORAGE_EMULATOR_HOST",
 			Doc: "host:port (or URL) of a Cloud Storage emulator such as fake-gcs-server, as the Google client libraries read it: plain HTTP unless a scheme says otherwise, no credentials."},
+		{Name: prefix + "_ENDPOINT",
+			Doc: "`https://host[:port]` of the Cloud Storage JSON API instead of `https://storage.googleapis.com`, reached with the credentials: a regional endpoint or a Private Service Connect one (the API's path `/storage/v1/` is added). Not with STORAGE_EMULATOR_HOST."},
 	},
 	objstore.Vars(prefix),
 	gcpcreds.Vars(prefix),
@@ -52,6 +55,7 @@ type Config struct {
 	objects    objstore.Options
 	maxMessage int
 	emulator   string
+	endpoint   string // the API's base URL, ending in /storage/v1/
 	creds      gcpcreds.Credentials
 }
 
@@ -64,7 +68,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	if cfg.emulator != "" {
 		info.Log.Info("writing to a Cloud Storage emulator without credentials", "emulator", cfg.emulator, "bucket", cfg.bucket)
 	} else {
-		info.Log.Info("writing to Cloud Storage", "bucket", cfg.bucket, "credentials", cfg.creds.Source, "mode", string(cfg.objects.Mode))
+		info.Log.Info("writing to Cloud Storage", "bucket", cfg.bucket, "credentials", cfg.creds.Source, "identity", cfg.creds.Identity,
+			"endpoint", cfg.endpoint, "mode", string(cfg.objects.Mode))
 	}
 	return newSink(cfg, dialRaw), nil
 }
@@ -75,6 +80,18 @@ func load(l *config.Loader, device string) Config {
 		creds:      gcpcreds.Load(l, prefix),
 		maxMessage: int(l.Bytes(prefix+"_MAX_MESSAGE_BYTES", 0, 1<<30)),
 		emulator:   l.HostPort("STORAGE_EMULATOR_HOST", "http", "https"),
+	}
+	endpointVar := prefix + "_ENDPOINT"
+	if ep := strings.TrimSpace(l.String(endpointVar)); ep != "" {
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || (u.Path != "" && u.Path != "/"):
+			l.Fail(endpointVar, ep, "an https://host[:port] URL without a path (the API's /storage/v1/ is added)")
+		case c.emulator != "":
+			l.Fail(endpointVar, ep, "unset when STORAGE_EMULATOR_HOST is set: an emulator is reached without credentials, an endpoint with them")
+		default:
+			c.endpoint = "https://" + u.Host + "/storage/v1/"
+		}
 	}
 	bucketVar := prefix + "_BUCKET"
 	c.bucket = strings.TrimSpace(l.String(bucketVar))

@@ -106,6 +106,12 @@ func (s *Sink) put(ctx context.Context, ins inserter, o *objstore.Object) (exist
 			return false, sink.Permanent(fmt.Errorf("gcs: object %s refused: %w", o.Key, err))
 		}
 	}
+	// Workload identity federation: the token endpoint down or refusing
+	// the device. Retried; the error names the endpoint.
+	var te *tokenError
+	if errors.As(err, &te) {
+		return false, fmt.Errorf("gcs: writing %s to bucket %s: %w", o.Key, s.cfg.bucket, te)
+	}
 	// The token endpoint refusing the key (revoked, wrong) is an auth
 	// failure too; one that cannot be reached is an outage.
 	var ae *auth.Error

@@ -247,6 +247,10 @@ func TestConfigErrors(t *testing.T) {
 			`GCP_STORAGE_MAX_MESSAGE_BYTES="2GiB" is invalid: want a size such as 262144, 256KiB or 64MiB, from 0 to 1GiB`},
 		{map[string]string{"GCP_STORAGE_BUCKET": "bkt", "GCP_STORAGE_PRIVATE_KEY": "x"},
 			"GCP_STORAGE_CLIENT_EMAIL is not set: required when GCP_STORAGE_PRIVATE_KEY is set\nGCP_STORAGE_PRIVATE_KEY=(secret value not shown) is invalid: want the service account's PEM private key, -----BEGIN PRIVATE KEY----- ... (literal \\n allowed): no PEM block found"},
+		{map[string]string{"GCP_STORAGE_BUCKET": "bkt", "GCP_STORAGE_ENDPOINT": "http://storage.example.com"},
+			`GCP_STORAGE_ENDPOINT="http://storage.example.com" is invalid: want an https://host[:port] URL without a path (the API's /storage/v1/ is added)`},
+		{map[string]string{"GCP_STORAGE_BUCKET": "bkt", "GCP_STORAGE_ENDPOINT": "https://storage.example.com", "STORAGE_EMULATOR_HOST": "127.0.0.1:4443"},
+			`GCP_STORAGE_ENDPOINT="https://storage.example.com" is invalid: want unset when STORAGE_EMULATOR_HOST is set: an emulator is reached without credentials, an endpoint with them`},
 	} {
 		_, err := loadEnv(tc.env)
 		if err == nil || err.Error() != tc.want {

@@ -382,7 +382,10 @@ func oneLine(s string) string {
 	var parts []string
 	for _, l := range strings.Split(s, "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" || strings.Trim(l, "-") == "" || strings.HasPrefix(l, "To troubleshoot, visit") {
+		if i := strings.Index(l, "To troubleshoot, visit"); i >= 0 {
+			l = strings.TrimSpace(l[:i])
+		}
+		if l == "" || strings.Trim(l, "-") == "" {
 			continue
 		}
 		parts = append(parts, l)

@@ -92,7 +92,7 @@ type federation struct {
 // Issue is one access token issued.
 type Issue struct {
 	Client, Kind, Audience string // Kind: "certificate" or "federated"
-	At, Expires              time.Time
+	At, Expires            time.Time
 }
 
 // Refusal is one token request refused, and why.

@@ -46,10 +46,11 @@ type external struct {
 }
 
 // parseExternal checks an external_account configuration. certConfig is
-// GOOGLE_API_CERTIFICATE_CONFIG, the default certificate configuration.
+// GOOGLE_API_CERTIFICATE_CONFIG, the default certificate configuration,
+// already checked: certPath is its certificate ("" if it does not load).
 // Its errors complete "an external_account configuration ... " and never
 // quote a file's content.
-func parseExternal(data []byte, certConfig string) (*external, error) {
+func parseExternal(data []byte, certConfig, certPath string) (*external, error) {
 	var e external
 	if err := json.Unmarshal(data, &e); err != nil {
 		return nil, fmt.Errorf("(%v)", err)
@@ -97,18 +98,20 @@ func parseExternal(data []byte, certConfig string) (*external, error) {
 		switch {
 		case c.UseDefault && path != "":
 			return nil, errors.New("whose credential_source.certificate sets certificate_config_location or use_default_certificate_config, not both")
+		case c.UseDefault && certConfig != "":
+			// Checked with its own variable.
 		case c.UseDefault:
-			path = certConfig
-			if path == "" {
-				home, _ := os.UserHomeDir()
-				path = filepath.Join(home, ".config", "gcloud", "certificate_config.json")
-			}
+			home, _ := os.UserHomeDir()
+			path = filepath.Join(home, ".config", "gcloud", "certificate_config.json")
 		case path == "":
 			return nil, errors.New("whose credential_source.certificate sets certificate_config_location (or use_default_certificate_config with " + CertificateConfig + ")")
 		}
-		cert, err := checkCertConfig(path)
-		if err != nil {
-			return nil, fmt.Errorf("whose credential_source.certificate works: %w", err)
+		cert := certPath
+		if path != "" {
+			var err error
+			if cert, err = checkCertConfig(path); err != nil {
+				return nil, fmt.Errorf("whose credential_source.certificate works: %w", err)
+			}
 		}
 		if c.TrustChainPath != "" {
 			if _, err := os.ReadFile(c.TrustChainPath); err != nil {

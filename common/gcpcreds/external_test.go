@@ -168,10 +168,18 @@ func TestExternalAccountRejected(t *testing.T) {
 			t.Errorf("\n got %v\nwant %s", err, want)
 		}
 	}
+	// The default certificate configuration is checked under its own name.
+	path := filepath.Join(t.TempDir(), "creds.json")
+	writeJSON(t, path, extJSON(cert(map[string]any{"use_default_certificate_config": true}), nil))
+	_, err := load(map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": path, "GOOGLE_API_CERTIFICATE_CONFIG": mismatched})
+	want := `GOOGLE_API_CERTIFICATE_CONFIG="` + mismatched + `" is invalid: want the path of a certificate configuration whose certificate and key load: the certificate ` + certPath + " and key " + otherKey + " named by " + mismatched + " do not load as a pair (tls: private key does not match public key)"
+	if err == nil || err.Error() != want {
+		t.Errorf("\n got %v\nwant %s", err, want)
+	}
 	// In the variable, the value is masked; the reason is the same.
 	b, _ := json.Marshal(extJSON(map[string]any{"file": missing}, nil))
-	_, err := load(map[string]string{"GCP_X_CREDENTIALS_JSON": string(b)})
-	want := "GCP_X_CREDENTIALS_JSON=(secret value not shown) is invalid: want an external_account configuration (workload identity federation) whose subject token file (credential_source.file) can be read (open " + missing + ": no such file or directory)"
+	_, err = load(map[string]string{"GCP_X_CREDENTIALS_JSON": string(b)})
+	want = "GCP_X_CREDENTIALS_JSON=(secret value not shown) is invalid: want an external_account configuration (workload identity federation) whose subject token file (credential_source.file) can be read (open " + missing + ": no such file or directory)"
 	if err == nil || err.Error() != want {
 		t.Errorf("\n got %v\nwant %s", err, want)
 	}

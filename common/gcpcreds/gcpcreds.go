@@ -114,6 +114,17 @@ func Load(l *config.Loader, prefix string) Credentials {
 		l.Fail(projectVar, c.ProjectID, "a Google Cloud project id: lower-case letters, digits and hyphens, starting with a letter (domain-scoped ids as example.com:my-project)")
 		c.ProjectID = ""
 	}
+	// The client libraries present this certificate to Google's APIs too
+	// (mutual TLS), whatever the credentials: checked whenever it is set.
+	certConfig := strings.TrimSpace(l.String(CertificateConfig))
+	certPath := ""
+	if certConfig != "" {
+		p, err := checkCertConfig(certConfig)
+		if err != nil {
+			l.Fail(CertificateConfig, certConfig, "the path of a certificate configuration whose certificate and key load: "+err.Error())
+		}
+		certPath = p
+	}
 	email, key := strings.TrimSpace(l.String(emailVar)), l.String(keyVar)
 	whole := l.String(jsonVar)
 	switch {
@@ -143,7 +154,7 @@ func Load(l *config.Loader, prefix string) Credentials {
 		})
 	case whole != "":
 		c.Source = jsonVar
-		c.load(l, jsonVar, whole, []byte(whole), "")
+		c.load(l, jsonVar, whole, []byte(whole), "", certConfig, certPath)
 	case l.IsSet(AppCredentials):
 		path := l.String(AppCredentials)
 		c.Source = AppCredentials
@@ -152,7 +163,7 @@ func Load(l *config.Loader, prefix string) Credentials {
 			l.Fail(AppCredentials, path, "the path of a readable credentials JSON file ("+err.Error()+")")
 			break
 		}
-		c.load(l, AppCredentials, path, data, " in the file")
+		c.load(l, AppCredentials, path, data, " in the file", certConfig, certPath)
 	default:
 		c.Source = "the platform's default credentials"
 		c.Identity = c.Source
@@ -163,7 +174,9 @@ func Load(l *config.Loader, prefix string) Credentials {
 // load validates a credentials JSON given whole and keeps it. value is
 // what a problem reports as the variable's value: the JSON itself (a
 // secret variable, so masked) or the file's path, never the file's content.
-func (c *Credentials) load(l *config.Loader, name, value string, data []byte, where string) {
+// certConfig is GOOGLE_API_CERTIFICATE_CONFIG and certPath the certificate
+// it names ("" if it does not load: reported already).
+func (c *Credentials) load(l *config.Loader, name, value string, data []byte, where, certConfig, certPath string) {
 	var f struct {
 		Type        string `json:"type"`
 		ProjectID   string `json:"project_id"`
@@ -195,7 +208,7 @@ func (c *Credentials) load(l *config.Loader, name, value string, data []byte, wh
 		}
 		c.Identity = "service account " + f.ClientEmail
 	case ExternalAccount:
-		ext, err := parseExternal(data, l.String(CertificateConfig))
+		ext, err := parseExternal(data, certConfig, certPath)
 		if err != nil {
 			l.Fail(name, value, "an external_account configuration"+where+" (workload identity federation) "+err.Error())
 			return

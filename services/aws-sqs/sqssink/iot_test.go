@@ -143,3 +143,25 @@ func TestIOTCredentialsRefresh(t *testing.T) {
 		t.Fatalf("after the outage: %v", err)
 	}
 }
+
+// Connect fetches credentials at start: a refusal is an AuthError (check:
+// denied), an endpoint out of reach is not (check: unreachable).
+func TestIOTConnectErrors(t *testing.T) {
+	iot := iotfake.New(t, "sqs-role", time.Hour)
+	cert, key := iot.DeviceCert(t, "sensor-1")
+	env := map[string]string{
+		"AWS_SQS_QUEUE_NAME": "https://sqs.us-east-1.amazonaws.com/000000000000/q", "AWS_SQS_ENDPOINT": "http://127.0.0.1:1",
+		"AWS_IOT_CREDENTIALS_ENDPOINT": iot.URL, "AWS_IOT_ROLE_ALIAS": "other-role",
+		"AWS_IOT_CERT": cert, "AWS_IOT_KEY": key, "AWS_IOT_CA": iot.CA,
+	}
+	err := mustLoad(t, env, testDevice).Connect(context.Background())
+	if !sink.IsAuth(err) || !strings.Contains(err.Error(), "HTTP 404: Role alias does not exist") {
+		t.Errorf("unknown role alias: %v (auth %v)", err, sink.IsAuth(err))
+	}
+	iot.SetDown(true)
+	env["AWS_IOT_ROLE_ALIAS"] = "sqs-role"
+	err = mustLoad(t, env, testDevice).Connect(context.Background())
+	if err == nil || sink.IsAuth(err) || !strings.Contains(err.Error(), "AWS IoT credentials endpoint "+iot.URL) {
+		t.Errorf("endpoint down: %v (auth %v)", err, sink.IsAuth(err))
+	}
+}

@@ -312,9 +312,18 @@ func federatedIdentity(t *testing.T, tg *target, sc Scale) {
 	if !strings.Contains(out, identity) || !strings.Contains(out, "exchanged at "+fb.sts.URL) {
 		t.Errorf("check does not name the identity (%q):\n%s", identity, out)
 	}
-	note := fmt.Sprintf("%d msg/s for %s, tokens of %s: %d issued, %d distinct used in %d requests, least life left %s, refused %v; STS refused connections for %s mid-run, %v messages held; first delivery %s after it returned%s; /ready said %.160s",
+	said := body
+	if i := strings.Index(body, "no access token"); i >= 0 {
+		said = body[i:]
+	}
+	note := fmt.Sprintf("%d msg/s for %s, tokens of %s: %d issued, %d distinct used in %d requests, least life left %s, refused %v; STS refused connections for %s mid-run, %v messages held; first delivery %s after it returned%s; /ready said ...%.300s",
 		rate, run, wifLifetime, st.Issued, gs.Tokens, gs.Accepted, gs.MinLeft.Round(time.Millisecond), gs.Refused, down, held,
-		first.Round(100*time.Millisecond), rotated, strings.TrimSpace(body))
+		first.Round(100*time.Millisecond), rotated, strings.TrimSpace(said))
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "identity:") {
+			t.Logf("%s check: %s", tg.name, l)
+		}
+	}
 	t.Logf("%s identity-gcp: %s; %s", tg.name, tl, note)
 	r.report("identity-gcp", tl, 0, note)
 }

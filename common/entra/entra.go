@@ -21,6 +21,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -30,6 +32,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cloud-block/cloud-block/common/config"
@@ -371,7 +374,41 @@ type TokenError struct {
 }
 
 func (e *TokenError) Error() string {
+	if msg, ok := refusal(e.Err); ok {
+		return "Microsoft Entra refused a token to the " + e.Identity + ": " + msg
+	}
 	return "no token from Microsoft Entra for the " + e.Identity + ": " + oneLine(e.Err.Error())
+}
+
+// Refused reports whether Entra answered and refused the identity (a wrong
+// secret, an unknown client, an assertion it does not accept), as opposed
+// to not answering at all.
+func (e *TokenError) Refused() bool {
+	_, ok := refusal(e.Err)
+	return ok
+}
+
+// refusal describes Entra's refusal in one line: the status, the error
+// code and the first line of its description (trace and correlation ids
+// follow it).
+func refusal(err error) (string, bool) {
+	var af *azidentity.AuthenticationFailedError
+	if !errors.As(err, &af) || af.RawResponse == nil {
+		return "", false
+	}
+	r := af.RawResponse
+	msg := fmt.Sprintf("%d", r.StatusCode)
+	if body, err := runtime.Payload(r); err == nil {
+		var x struct {
+			Error string `json:"error"`
+			Desc  string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &x) == nil && x.Error != "" {
+			desc, _, _ := strings.Cut(strings.ReplaceAll(x.Desc, "\r\n", "\n"), "\n")
+			msg += " " + x.Error + ": " + desc
+		}
+	}
+	return msg, true
 }
 
 func (e *TokenError) Unwrap() error { return e.Err }

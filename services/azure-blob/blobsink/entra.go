@@ -9,6 +9,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/cloud-block/cloud-block/common/entra"
 )
 
 // entraCredential returns the Microsoft Entra credential c asks for: the
@@ -24,9 +26,16 @@ func entraCredential(c Config, o azcore.ClientOptions) (azcore.TokenCredential, 
 
 // credentialMessage describes in one line Entra refusing to issue a token
 // (a wrong secret, an unknown tenant or client), reporting whether err is
-// that. "No identity available" from DefaultAzureCredential is an
+// that. A service principal's failure that is no refusal (its endpoint
+// away) is described too, with false: it is retried as any outage. "No identity available" from DefaultAzureCredential is an
 // unexported type: it stays a plain, retried error listing what was tried.
 func credentialMessage(err error) (string, bool) {
+	// The service principal's errors say which identity and endpoint; an
+	// endpoint that does not answer is not a refusal: a plain, retried error.
+	var te *entra.TokenError
+	if errors.As(err, &te) {
+		return te.Error(), te.Refused()
+	}
 	var af *azidentity.AuthenticationFailedError
 	if !errors.As(err, &af) {
 		var ar *azidentity.AuthenticationRequiredError

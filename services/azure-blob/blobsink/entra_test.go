@@ -113,7 +113,8 @@ func TestEntraServicePrincipal(t *testing.T) {
 			if strings.Contains(err.Error(), tc.secret) {
 				t.Errorf("the secret is in the error: %v", err)
 			}
-			want := "authentication: checking container ctr: Microsoft Entra issued no token: 401 invalid_client: AADSTS7000215: Invalid client secret provided."
+			want := "authentication: checking container ctr: Microsoft Entra refused a token to the client secret of client 0e1b2c3d-0000-0000-0000-000000000000 in tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 at " +
+				entra.URL + "/: 401 invalid_client: AADSTS7000215: Invalid client secret provided."
 			if err.Error() != want {
 				t.Errorf("message\n%q, want\n%q", err, want)
 			}

@@ -137,6 +137,8 @@ func (s *Sink) classify(err error, what string) error {
 	if !errors.As(err, &re) {
 		if msg, ok := credentialMessage(err); ok {
 			return &sink.AuthError{Err: &describedError{msg: what + ": " + msg, err: err}}
+		} else if msg != "" {
+			return &describedError{msg: what + ": " + msg, err: err}
 		}
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -1,0 +1,441 @@
+package blocktest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+
+	"github.com/cloud-block/cloud-block/testenv/emulators"
+	"github.com/cloud-block/cloud-block/testenv/entrafake"
+	"github.com/cloud-block/cloud-block/testenv/harness"
+	"github.com/cloud-block/cloud-block/testenv/procs"
+)
+
+// The keyless Azure identities end to end: the block authenticates to
+// Microsoft Entra (testenv/entrafake) with a device certificate or a
+// federated token file, gets access tokens that live a few seconds, and
+// writes with them. The scenario azure-identity streams for a minute (ten
+// at the Full scale) with the token endpoint away for a while in the
+// middle: nothing is lost, /ready names the identity endpoint meanwhile,
+// tokens are refreshed without a restart, and none reaches the logs.
+//
+// What checks the tokens: for Blob, Azurite (--oauth basic: HTTPS only,
+// issuer, audience, nbf and exp, not the signature) behind a proxy of the
+// test's that verifies each bearer token's signature with the fake Entra's
+// key, its issuer, audience and expiry, and refuses any other request as
+// Azure would (401 InvalidAuthenticationInfo).
+func init() {
+	scenarios = append(scenarios, scenario{name: "azure-identity", kind: "azure-identity", run: azureIdentity})
+	Small.Scenarios = append(Small.Scenarios, "azure-identity")
+	for _, kind := range []string{"cert", "federated"} {
+		targets = append(targets, &target{
+			name: "azure-blob-" + kind, pkg: "services/azure-blob", open: openBlobIdentity(kind), batch: 200, dupFree: true,
+			env:  map[string]string{"BATCH_MAX_WAIT": "200ms"},
+			only: []string{"azure-identity"},
+		})
+	}
+}
+
+// identityLifetime is how long the fake Entra's access tokens live.
+const identityLifetime = 3 * time.Second
+
+// identityBackend is a backend whose destination takes Entra tokens.
+type identityBackend interface {
+	backend
+	entra() *entrafake.Server
+	checked() (ok, refused int, tokens []string, reasons []string)
+	// expiredRefused sends an expired token to the destination and says
+	// how it was refused, failing the test if it was not.
+	expiredRefused(t testing.TB, token string) string
+}
+
+// --- azure-blob on Azurite over HTTPS, with OAuth ----------------------------
+
+type blobIdentity struct {
+	f       *entrafake.Server
+	kind    string
+	spec    procs.Spec
+	dir     string
+	azurite string // Azurite's host:port
+	check   *tokenChecker
+	c       *azblob.Client // shared key, straight to Azurite
+	ctr     string
+	env0    map[string]string
+	secret  []string
+	objCache
+
+	mu   sync.Mutex
+	proc *procs.Proc
+}
+
+const identityClient = "5a1e0c1d-0000-4000-8000-00000000b10b"
+
+func openBlobIdentity(kind string) func(t *testing.T) backend {
+	return func(t *testing.T) backend {
+		f := entrafake.Start(t, entrafake.Options{Lifetime: identityLifetime})
+		b := &blobIdentity{f: f, kind: kind, dir: t.TempDir(), ctr: "identity"}
+		b.env0 = map[string]string{
+			"AZURE_BLOB_CONTAINER_NAME": b.ctr, "AZURE_BLOB_TENANT_ID": f.Tenant, "AZURE_BLOB_CLIENT_ID": identityClient,
+			"AZURE_BLOB_AUTHORITY_HOST": f.URL, "AZURE_BLOB_CA_FILE": f.CAFile,
+		}
+		switch kind {
+		case "cert":
+			pemText, cert := entrafake.ClientCertificate(t, "blocktest-device")
+			f.AddCertificate(identityClient, cert)
+			b.env0["AZURE_BLOB_CLIENT_CERTIFICATE"] = pemText
+			// The key's lines must never show.
+			for _, l := range strings.Split(pemText[strings.Index(pemText, "PRIVATE KEY"):], "\n")[1:] {
+				if len(l) >= 32 {
+					b.secret = append(b.secret, l)
+				}
+			}
+		default:
+			iss := entrafake.NewIssuer(t, "https://oidc.blocktest.example/cluster")
+			const subject = "system:serviceaccount:blocktest:azure-blob"
+			f.AddFederated(identityClient, iss, subject)
+			file := filepath.Join(b.dir, "federated-token")
+			tok := iss.Token(subject, time.Hour)
+			if err := os.WriteFile(file, []byte(tok), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			b.env0["AZURE_BLOB_FEDERATED_TOKEN_FILE"] = file
+			b.secret = append(b.secret, tok)
+		}
+		b.startAzurite(t)
+		b.check = startTokenChecker(t, f, b.azurite, "https://storage.azure.com")
+		b.c = b.client(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := b.c.CreateContainer(ctx, b.ctr, nil); err != nil {
+			t.Fatalf("create container: %v", err)
+		}
+		return b
+	}
+}
+
+// startAzurite runs Azurite over HTTPS (the fake Entra's certificate) with
+// OAuth checks on.
+func (b *blobIdentity) startAzurite(t *testing.T) {
+	bin := filepath.Join(harness.RepoRoot(), "testenv", "node", "node_modules", ".bin", "azurite-blob")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("azurite is not installed (%s missing): run `make setup`", bin)
+	}
+	port := procs.FreePort(t)
+	b.azurite = procs.Addr(port)
+	b.spec = procs.Spec{
+		Name: "azurite-blob-oauth", Path: bin, Dir: b.dir,
+		Args: []string{"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port), "--inMemoryPersistence",
+			"--disableTelemetry", "--skipApiVersionCheck", "--oauth", "basic", "--cert", b.f.CertFile, "--key", b.f.KeyFile},
+		Ready: procs.TCPReady(b.azurite), Timeout: 60 * time.Second,
+	}
+	p, err := procs.StartNoCleanup(b.spec, b.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.proc = p
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			procs.DumpLog(t, p)
+		}
+	})
+}
+
+// client reads back with the shared key, straight from Azurite.
+func (b *blobIdentity) client(t *testing.T) *azblob.Client {
+	cred, err := azblob.NewSharedKeyCredential(emulators.AzuriteAccountName, emulators.AzuriteAccountKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := azblob.NewClientWithSharedKeyCredential("https://"+b.azurite+"/"+emulators.AzuriteAccountName+"/", cred,
+		&azblob.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: trusting(t, b.f.CAFile)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func trusting(t testing.TB, caFile string) *http.Client {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(mustReadFile(t, caFile)) {
+		t.Fatalf("%s: no certificate", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}
+}
+
+func mustReadFile(t testing.TB, path string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *blobIdentity) env(addr string) map[string]string {
+	env := map[string]string{"AZURE_BLOB_ENDPOINT": "https://" + addr + "/" + emulators.AzuriteAccountName + "/"}
+	for k, v := range b.env0 {
+		env[k] = v
+	}
+	return env
+}
+
+func (b *blobIdentity) upstream() string         { return b.check.addr }
+func (b *blobIdentity) secrets() []string        { return b.secret }
+func (b *blobIdentity) entra() *entrafake.Server { return b.f }
+func (b *blobIdentity) checked() (int, int, []string, []string) {
+	return b.check.stats()
+}
+
+func (b *blobIdentity) expiredRefused(t testing.TB, token string) string {
+	var out []string
+	for _, where := range []struct{ name, addr string }{{"Azurite", b.azurite}, {"the checker", b.check.addr}} {
+		req, err := http.NewRequest(http.MethodGet, "https://"+where.addr+"/"+emulators.AzuriteAccountName+"/"+b.ctr+"?restype=container", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("x-ms-version", "2021-12-02")
+		resp, err := trusting(t, b.f.CAFile).Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", where.name, err)
+		}
+		resp.Body.Close()
+		code := resp.Header.Get("x-ms-error-code")
+		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s took an expired token: %s %s", where.name, resp.Status, code)
+		}
+		out = append(out, fmt.Sprintf("%s %d %s", where.name, resp.StatusCode, code))
+	}
+	b.check.forget() // the control's refusal is not the block's
+	return strings.Join(out, ", ")
+}
+
+// stop and start are the token endpoint's outage: the destination stays.
+func (b *blobIdentity) stop(t testing.TB)  { b.f.Down() }
+func (b *blobIdentity) start(t testing.TB) { b.f.Up(t) }
+
+func (b *blobIdentity) read(t testing.TB) []msg {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pager := b.c.NewListBlobsFlatPager(b.ctr, nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatalf("listing %s: %v", b.ctr, err)
+		}
+		for _, it := range page.Segment.BlobItems {
+			name, tag := *it.Name, string(*it.Properties.ETag)
+			if b.has(name, tag) {
+				continue
+			}
+			resp, err := b.c.DownloadStream(ctx, b.ctr, name, nil)
+			if err != nil {
+				t.Fatalf("download %s: %v", name, err)
+			}
+			body, err := readAllBody(resp.Body)
+			if err != nil {
+				t.Fatalf("download %s: %v", name, err)
+			}
+			b.add(t, name, tag, body, "", nil)
+		}
+	}
+	return b.all()
+}
+
+// --- the token checker in front of the destination ----------------------------
+
+// tokenChecker is an HTTPS reverse proxy that lets a request through only
+// with a bearer token the fake Entra issued (signature, issuer, audience,
+// unexpired), as Azure checks it, and counts the tokens it saw.
+type tokenChecker struct {
+	addr string
+
+	mu       sync.Mutex
+	ok, bad  int
+	seen     map[string]bool
+	tokens   []string
+	reasons  []string
+	audience string
+}
+
+func startTokenChecker(t *testing.T, f *entrafake.Server, upstream, audience string) *tokenChecker {
+	c := &tokenChecker{seen: map[string]bool{}, audience: audience}
+	up := &url.URL{Scheme: "https", Host: upstream}
+	rp := httputil.NewSingleHostReverseProxy(up)
+	rp.Transport = trusting(t, f.CAFile).Transport
+	pair, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.addr = ln.Addr().String()
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := c.verify(f, r.Header.Get("Authorization")); err != nil {
+			w.Header().Set("x-ms-error-code", "InvalidAuthenticationInfo")
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InvalidAuthenticationInfo</Code><Message>%s</Message></Error>", err)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return c
+}
+
+func (c *tokenChecker) verify(f *entrafake.Server, auth string) error {
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	var err error
+	switch {
+	case !ok:
+		err = fmt.Errorf("no bearer token")
+	default:
+		var aud string
+		if aud, err = f.Verify(tok); err == nil && aud != c.audience {
+			err = fmt.Errorf("audience %s, want %s", aud, c.audience)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.bad++
+		c.reasons = append(c.reasons, err.Error())
+		return err
+	}
+	c.ok++
+	if !c.seen[tok] {
+		c.seen[tok] = true
+		c.tokens = append(c.tokens, tok)
+	}
+	return nil
+}
+
+// forget drops the last refusal.
+func (c *tokenChecker) forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bad > 0 {
+		c.bad--
+		c.reasons = c.reasons[:len(c.reasons)-1]
+	}
+}
+
+func (c *tokenChecker) stats() (ok, refused int, tokens, reasons []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ok, c.bad, append([]string(nil), c.tokens...), append([]string(nil), c.reasons...)
+}
+
+// --- the scenario -----------------------------------------------------------
+
+// identityRun is how long azure-identity streams: a minute, ten at the Full
+// scale; BLOCKTEST_IDENTITY_TIME sets it.
+func identityRun(sc Scale) time.Duration {
+	d := time.Minute
+	if sc.Messages >= Full.Messages {
+		d = 10 * time.Minute
+	}
+	return envDuration("BLOCKTEST_IDENTITY_TIME", d)
+}
+
+func azureIdentity(t *testing.T, tg *target, sc Scale) {
+	if !strings.HasPrefix(tg.pkg, "services/azure-") || tg.only == nil {
+		t.Skip("the keyless Azure identity targets only")
+	}
+	d := identityRun(sc)
+	const rate = 20.0
+	n := int(rate * d.Seconds())
+	r := newRig(t, tg, rigOpts{broker: harness.MosquittoOptions{Persistence: true},
+		env: map[string]string{"READY_MAX_UNSENT_AGE": readyAge.String()}})
+	ib, ok := r.be.(identityBackend)
+	if !ok {
+		t.Fatalf("target %s has no identity backend", tg.name)
+	}
+	f := ib.entra()
+	r.start()
+	pid := r.block.PID()
+	s := &stream{pub: harness.NewPublisher(t, r.broker, "cloud-input", outageSize)}
+	began := time.Now()
+	from, to, done := s.publish(n, rate)
+
+	// The token endpoint away mid-run, long enough for every token to
+	// expire and for /ready to fail.
+	outage := max(sc.Outage, 2*identityLifetime+readyAge+2*time.Second)
+	time.Sleep(time.Until(began.Add(d/2 - outage/2)))
+	issuedBefore := len(f.Issued())
+	f.Down()
+	downAt := time.Now()
+	body := r.waitReady(503, outage+readyAge+30*time.Second, "no token from Microsoft Entra", f.URL)
+	spooled := r.metric("cloudblock_spool_messages")
+	if spooled <= 0 {
+		t.Errorf("cloudblock_spool_messages = %v while the token endpoint is away, want the messages held", spooled)
+	}
+	r.checkLive()
+	time.Sleep(time.Until(downAt.Add(outage)))
+	f.Up(t)
+	upAt := time.Now()
+	r.waitMetric("cloudblock_spool_messages", 2*time.Minute, func(v float64) bool { return v < spooled })
+	recovered := time.Since(upAt)
+	<-done
+	tl, _ := r.waitRange(from, to, outageSize, 3*time.Minute, true)
+	r.waitReady(200, time.Minute)
+	if r.block.PID() != pid || r.block.Starts != 1 {
+		t.Errorf("the block restarted (pid %d -> %d, %d starts): tokens must be refreshed in the running process", pid, r.block.PID(), r.block.Starts)
+	}
+
+	issued, refused := f.Issued(), f.Refused()
+	okReqs, badReqs, tokens, reasons := ib.checked()
+	for _, tok := range tokens {
+		r.addSecret(tok)
+		if strings.Contains(body, tok) {
+			t.Errorf("/ready shows an access token")
+		}
+	}
+	// Each token lives identityLifetime: a run of d needs about d/lifetime.
+	if want := int((d - outage) / identityLifetime / 2); len(tokens) < want {
+		t.Errorf("the destination saw %d distinct tokens in %s, want at least %d (tokens live %s)", len(tokens), d, want, identityLifetime)
+	}
+	if len(refused) > 0 {
+		t.Errorf("the fake Entra refused %d token requests, e.g. %s", len(refused), refused[0].Reason)
+	}
+	if badReqs > 0 {
+		t.Errorf("%d requests reached the destination without a valid token (e.g. %s)", badReqs, reasons[0])
+	}
+	// Negative controls: the first token, long expired, is refused by the
+	// destination itself (Azurite checks exp) and by the checker.
+	control := ""
+	if len(tokens) > 0 {
+		control = ib.expiredRefused(t, tokens[0])
+	}
+	reason := strings.TrimSpace(body)
+	var rd struct{ Reasons []string }
+	if json.Unmarshal([]byte(body), &rd) == nil && len(rd.Reasons) > 0 {
+		reason = rd.Reasons[0]
+	}
+	note := fmt.Sprintf("%s of %.0f msg/s with %s tokens (%s): %d issued (%d before the outage), %d distinct seen by the destination over %d requests, %d refused there; token endpoint away %s: %.0f held, first delivery %s after it was back; an expired token: %s; /ready said %.400s",
+		d, rate, identityLifetime, strings.TrimPrefix(tg.name, "azure-"), len(issued), issuedBefore, len(tokens), okReqs, badReqs,
+		outage, spooled, recovered.Round(100*time.Millisecond), control, reason)
+	t.Logf("%s azure-identity: %s; %s", tg.name, tl, note)
+	r.report("azure-identity", tl, 0, note)
+}

@@ -62,6 +62,8 @@ type identityBackend interface {
 	// expiredRefused sends an expired token to the destination and says
 	// how it was refused, failing the test if it was not.
 	expiredRefused(t testing.TB, token string) string
+	// rotated is how many federated tokens were written to the file.
+	rotated() int
 }
 
 // --- azure-blob on Azurite over HTTPS, with OAuth ----------------------------
@@ -79,8 +81,9 @@ type blobIdentity struct {
 	secret  []string
 	objCache
 
-	mu   sync.Mutex
-	proc *procs.Proc
+	mu        sync.Mutex
+	proc      *procs.Proc
+	rotations int // federated token files written
 }
 
 const identityClient = "5a1e0c1d-0000-4000-8000-00000000b10b"
@@ -109,12 +112,8 @@ func openBlobIdentity(kind string) func(t *testing.T) backend {
 			const subject = "system:serviceaccount:blocktest:azure-blob"
 			f.AddFederated(identityClient, iss, subject)
 			file := filepath.Join(b.dir, "federated-token")
-			tok := iss.Token(subject, time.Hour)
-			if err := os.WriteFile(file, []byte(tok), 0o600); err != nil {
-				t.Fatal(err)
-			}
 			b.env0["AZURE_BLOB_FEDERATED_TOKEN_FILE"] = file
-			b.secret = append(b.secret, tok)
+			b.rotateFederated(t, iss, subject, file)
 		}
 		b.startAzurite(t)
 		b.check = startTokenChecker(t, f, b.azurite, "https://storage.azure.com")
@@ -126,6 +125,47 @@ func openBlobIdentity(kind string) func(t *testing.T) backend {
 		}
 		return b
 	}
+}
+
+// federatedLifetime is how long the federated tokens in the file live;
+// the file is rewritten at half of it, as kubelet rotates a projected
+// service account token, so a credential that kept an old one would be
+// refused.
+const federatedLifetime = 8 * time.Second
+
+// rotateFederated writes a fresh federated token to file now and every
+// half lifetime until the test ends (atomically: a new file renamed over).
+func (b *blobIdentity) rotateFederated(t *testing.T, iss *entrafake.Issuer, subject, file string) {
+	write := func() {
+		tok := iss.Token(subject, federatedLifetime)
+		b.mu.Lock()
+		b.secret = append(b.secret, tok)
+		b.rotations++
+		b.mu.Unlock()
+		tmp := file + ".new"
+		if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
+			t.Errorf("writing the federated token: %v", err)
+		} else if err := os.Rename(tmp, file); err != nil {
+			t.Errorf("writing the federated token: %v", err)
+		}
+	}
+	write()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(federatedLifetime / 2)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				write()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
 }
 
 // startAzurite runs Azurite over HTTPS (the fake Entra's certificate) with
@@ -196,9 +236,18 @@ func (b *blobIdentity) env(addr string) map[string]string {
 	return env
 }
 
-func (b *blobIdentity) upstream() string         { return b.check.addr }
-func (b *blobIdentity) secrets() []string        { return b.secret }
+func (b *blobIdentity) upstream() string { return b.check.addr }
+func (b *blobIdentity) secrets() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.secret...)
+}
 func (b *blobIdentity) entra() *entrafake.Server { return b.f }
+func (b *blobIdentity) rotated() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rotations
+}
 func (b *blobIdentity) checked() (int, int, []string, []string) {
 	return b.check.stats()
 }
@@ -422,18 +471,24 @@ func azureIdentity(t *testing.T, tg *target, sc Scale) {
 	if badReqs > 0 {
 		t.Errorf("%d requests reached the destination without a valid token (e.g. %s)", badReqs, reasons[0])
 	}
+	control := ""
+	for _, sec := range r.be.secrets() { // the federated tokens written since the start
+		r.addSecret(sec)
+	}
+	if n := ib.rotated(); n > 0 {
+		control = fmt.Sprintf("federated token file rewritten %d times (tokens of %s); ", n, federatedLifetime)
+	}
 	// Negative controls: the first token, long expired, is refused by the
 	// destination itself (Azurite checks exp) and by the checker.
-	control := ""
 	if len(tokens) > 0 {
-		control = ib.expiredRefused(t, tokens[0])
+		control += "an expired access token: " + ib.expiredRefused(t, tokens[0])
 	}
 	reason := strings.TrimSpace(body)
 	var rd struct{ Reasons []string }
 	if json.Unmarshal([]byte(body), &rd) == nil && len(rd.Reasons) > 0 {
 		reason = rd.Reasons[0]
 	}
-	note := fmt.Sprintf("%s of %.0f msg/s with %s tokens (%s): %d issued (%d before the outage), %d distinct seen by the destination over %d requests, %d refused there; token endpoint away %s: %.0f held, first delivery %s after it was back; an expired token: %s; /ready said %.400s",
+	note := fmt.Sprintf("%s of %.0f msg/s with %s tokens (%s): %d issued (%d before the outage), %d distinct seen by the destination over %d requests, %d refused there; token endpoint away %s: %.0f held, first delivery %s after it was back; %s; /ready said %.400s",
 		d, rate, identityLifetime, strings.TrimPrefix(tg.name, "azure-"), len(issued), issuedBefore, len(tokens), okReqs, badReqs,
 		outage, spooled, recovered.Round(100*time.Millisecond), control, reason)
 	t.Logf("%s azure-identity: %s; %s", tg.name, tl, note)

@@ -12,6 +12,7 @@ import (
 func TestEnvTable(t *testing.T) { sinktest.EnvTable(t, Service) }
 
 func TestConfigErrors(t *testing.T) {
+	const iotKey = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -35,6 +36,33 @@ func TestConfigErrors(t *testing.T) {
 			`AWS_SQS_ENDPOINT="localhost:4566" is invalid: want a URL such as https://host:port with scheme https, http`,
 			`AWS_SQS_MESSAGE_GROUP_ID="my group" is invalid: want device, topic, or a fixed group id of 1 to 128 printable ASCII characters without spaces`,
 		}},
+		{"endpoint alone", map[string]string{"AWS_SQS_QUEUE_NAME": "q", "AWS_IOT_CREDENTIALS_ENDPOINT": "c2abc.credentials.iot.eu-west-1.amazonaws.com"}, []string{
+			"AWS_SQS_IOT_ROLE_ALIAS is not set: required with the AWS IoT credentials provider",
+			"AWS_SQS_IOT_CERT is not set: required with the AWS IoT credentials provider",
+			"AWS_SQS_IOT_KEY is not set: required with the AWS IoT credentials provider",
+		}},
+		{"bad values", map[string]string{"AWS_SQS_QUEUE_NAME": "q",
+			"AWS_SQS_IOT_CREDENTIALS_ENDPOINT": "http://c2abc.credentials.iot.eu-west-1.amazonaws.com/x", "AWS_IOT_ROLE_ALIAS": "my role",
+			"AWS_IOT_THING_NAME": "thing/1", "AWS_IOT_CERT": "/no/such/cert.pem", "AWS_IOT_KEY": "s3cr3t-not-a-key",
+		}, []string{
+			`AWS_SQS_IOT_CREDENTIALS_ENDPOINT="http://c2abc.credentials.iot.eu-west-1.amazonaws.com/x" is invalid: want the credentials endpoint's host name`,
+			`AWS_IOT_ROLE_ALIAS="my role" is invalid: want a role alias of 1 to 128 letters, digits, '_', '=', ',', '@' or '-'`,
+			`AWS_IOT_THING_NAME="thing/1" is invalid: want a thing name of 1 to 128 letters, digits, ':', '_' or '-'`,
+			`AWS_IOT_CERT="/no/such/cert.pem" is invalid: want PEM text or the path of a PEM file with the device's certificate (neither PEM text nor a readable file: open /no/such/cert.pem: no such file or directory)`,
+		}},
+		{"key of no certificate", map[string]string{"AWS_SQS_QUEUE_NAME": "q",
+			"AWS_IOT_CREDENTIALS_ENDPOINT": "c2abc.credentials.iot.eu-west-1.amazonaws.com", "AWS_IOT_ROLE_ALIAS": "r",
+			"AWS_IOT_CERT": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "AWS_IOT_KEY": iotKey,
+		}, []string{`AWS_IOT_KEY=(secret value not shown) is invalid: want the private key of AWS_IOT_CERT`}},
+		{"keys and AWS IoT", map[string]string{"AWS_SQS_QUEUE_NAME": "q",
+			"AWS_SQS_ACCESS_KEY": "AKIAs3cr3t", "AWS_SQS_SECRET_KEY": "s3cr3t-value", "AWS_IOT_CREDENTIALS_ENDPOINT": "c2abc.credentials.iot.eu-west-1.amazonaws.com",
+			"AWS_IOT_ROLE_ALIAS": "r", "AWS_IOT_CERT": "/no/such/cert.pem", "AWS_IOT_KEY": iotKey,
+		}, []string{
+			"AWS_SQS_ACCESS_KEY=(secret value not shown) is invalid: want unset when AWS_IOT_CREDENTIALS_ENDPOINT is set: the credentials come from AWS IoT or from keys, not both",
+			`AWS_IOT_CERT="/no/such/cert.pem" is invalid`,
+		}},
+		{"a thing without an endpoint", map[string]string{"AWS_SQS_QUEUE_NAME": "q", "AWS_IOT_THING_NAME": "sensor-1"},
+			[]string{"AWS_SQS_IOT_CREDENTIALS_ENDPOINT is not set: required when AWS_IOT_THING_NAME is set"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(tc.env, testDevice)

@@ -16,65 +16,6 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/sqsfake"
 )
 
-func TestIOTConfigErrors(t *testing.T) {
-	const pemKey = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		want []string
-	}{
-		{"endpoint alone", map[string]string{"AWS_IOT_CREDENTIALS_ENDPOINT": "c2abc.credentials.iot.eu-west-1.amazonaws.com"}, []string{
-			"AWS_SQS_IOT_ROLE_ALIAS is not set: required with the AWS IoT credentials provider",
-			"AWS_SQS_IOT_CERT is not set: required with the AWS IoT credentials provider",
-			"AWS_SQS_IOT_KEY is not set: required with the AWS IoT credentials provider",
-		}},
-		{"bad values", map[string]string{
-			"AWS_SQS_IOT_CREDENTIALS_ENDPOINT": "http://c2abc.credentials.iot.eu-west-1.amazonaws.com/x", "AWS_IOT_ROLE_ALIAS": "my role",
-			"AWS_IOT_THING_NAME": "thing/1", "AWS_IOT_CERT": "/no/such/cert.pem", "AWS_IOT_KEY": "s3cr3t-not-a-key",
-		}, []string{
-			`AWS_SQS_IOT_CREDENTIALS_ENDPOINT="http://c2abc.credentials.iot.eu-west-1.amazonaws.com/x" is invalid: want the credentials endpoint's host name`,
-			`AWS_IOT_ROLE_ALIAS="my role" is invalid: want a role alias of 1 to 128 letters, digits, '_', '=', ',', '@' or '-'`,
-			`AWS_IOT_THING_NAME="thing/1" is invalid: want a thing name of 1 to 128 letters, digits, ':', '_' or '-'`,
-			`AWS_IOT_CERT="/no/such/cert.pem" is invalid: want PEM text or the path of a PEM file with the device's certificate (neither PEM text nor a readable file: open /no/such/cert.pem: no such file or directory)`,
-		}},
-		{"key of no certificate", map[string]string{
-			"AWS_IOT_CREDENTIALS_ENDPOINT": "c2abc.credentials.iot.eu-west-1.amazonaws.com", "AWS_IOT_ROLE_ALIAS": "r",
-			"AWS_IOT_CERT": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "AWS_IOT_KEY": pemKey,
-		}, []string{`AWS_IOT_KEY=(secret value not shown) is invalid: want the private key of AWS_IOT_CERT`}},
-		{"keys and AWS IoT", map[string]string{
-			"AWS_SQS_ACCESS_KEY": "AKIAs3cr3t", "AWS_SQS_SECRET_KEY": "s3cr3t-value", "AWS_IOT_CREDENTIALS_ENDPOINT": "c2abc.credentials.iot.eu-west-1.amazonaws.com",
-			"AWS_IOT_ROLE_ALIAS": "r", "AWS_IOT_CERT": "/no/such/cert.pem", "AWS_IOT_KEY": pemKey,
-		}, []string{
-			"AWS_SQS_ACCESS_KEY=(secret value not shown) is invalid: want unset when AWS_IOT_CREDENTIALS_ENDPOINT is set: the credentials come from AWS IoT or from keys, not both",
-			`AWS_IOT_CERT="/no/such/cert.pem" is invalid`,
-		}},
-		{"a thing without an endpoint", map[string]string{"AWS_IOT_THING_NAME": "sensor-1"},
-			[]string{"AWS_SQS_IOT_CREDENTIALS_ENDPOINT is not set: required when AWS_IOT_THING_NAME is set"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			env := map[string]string{"AWS_SQS_QUEUE_NAME": "q"}
-			for k, v := range tc.env {
-				env[k] = v
-			}
-			_, err := load(env, testDevice)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if lines := strings.Split(err.Error(), "\n"); len(lines) != len(tc.want) {
-				t.Errorf("got %d problems, want %d:\n%v", len(lines), len(tc.want), err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
-				}
-			}
-			if strings.Contains(err.Error(), "s3cr3t") {
-				t.Errorf("secret in the error: %v", err)
-			}
-		})
-	}
-}
-
 // Through the real SDK to sqsfake behind the SigV4 check of the AWS IoT
 // fake, with credentials that last 3 s: sends keep working across several
 // refreshes; with the endpoint away they work until the credentials

@@ -283,6 +283,22 @@ func federatedIdentity(t *testing.T, tg *target, sc Scale) {
 	for _, tok := range fb.sts.Tokens() {
 		r.addSecret(tok)
 	}
+	// Scanned here too, while the block's logs exist (the rig's own scan
+	// runs after the test's temporary directories are removed).
+	r.snapshot()
+	scanned := append(fb.sts.Tokens(), fb.secrets()...)
+	logs := r.block.Logs()
+	r.mu.Lock()
+	seen := append([]string{logs}, r.snaps...)
+	r.mu.Unlock()
+	for _, sec := range scanned {
+		for _, text := range seen {
+			if strings.Contains(text, sec) {
+				t.Errorf("a token, the subject token or a line of the device key (%.12s...) appears in the block's log, /ready or /metrics", sec)
+				break
+			}
+		}
+	}
 	// Tokens were had all along: far more than one per lifetime would be
 	// too strict on a busy machine, fewer than half of that is no refresh.
 	if min := int((run - down) / wifLifetime / 2); gs.Tokens < min {
@@ -309,6 +325,11 @@ func federatedIdentity(t *testing.T, tg *target, sc Scale) {
 		identity = "identity: workload identity federation: subject token file " + fb.token
 	}
 	out := r.check()
+	for _, sec := range scanned {
+		if strings.Contains(out, sec) {
+			t.Errorf("check printed a token, the subject token or a line of the device key (%.12s...)", sec)
+		}
+	}
 	if !strings.Contains(out, identity) || !strings.Contains(out, "exchanged at "+fb.sts.URL) {
 		t.Errorf("check does not name the identity (%q):\n%s", identity, out)
 	}
@@ -316,8 +337,8 @@ func federatedIdentity(t *testing.T, tg *target, sc Scale) {
 	if i := strings.Index(body, "no access token"); i >= 0 {
 		said = body[i:]
 	}
-	note := fmt.Sprintf("%d msg/s for %s, tokens of %s: %d issued, %d distinct used in %d requests, least life left %s, refused %v; STS refused connections for %s mid-run, %v messages held; first delivery %s after it returned%s; /ready said ...%.300s",
-		rate, run, wifLifetime, st.Issued, gs.Tokens, gs.Accepted, gs.MinLeft.Round(time.Millisecond), gs.Refused, down, held,
+	note := fmt.Sprintf("%d msg/s for %s, tokens of %s: %d issued, %d distinct used in %d requests, least life left %s, refused %v; none of the %d tokens in %d KiB of logs; STS refused connections for %s mid-run, %v messages held; first delivery %s after it returned%s; /ready said ...%.300s",
+		rate, run, wifLifetime, st.Issued, gs.Tokens, gs.Accepted, gs.MinLeft.Round(time.Millisecond), gs.Refused, len(scanned), len(logs)>>10, down, held,
 		first.Round(100*time.Millisecond), rotated, strings.TrimSpace(said))
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "identity:") {

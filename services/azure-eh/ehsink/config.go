@@ -1,19 +1,31 @@
 package ehsink
 
 import (
+	"crypto/tls"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
 
 	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/entra"
 	"github.com/cloud-block/cloud-block/common/run"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
 // Vars are the destination's variables.
-var Vars = []config.Var{
+var Vars = withIdentity(ownVars)
+
+// withIdentity puts the keyless identities' variables after the client
+// secret.
+func withIdentity(vs []config.Var) []config.Var {
+	i := slices.IndexFunc(vs, func(v config.Var) bool { return v.Name == "AZURE_EH_CLIENT_SECRET" }) + 1
+	return slices.Concat(vs[:i], entra.Vars("AZURE_EH"), vs[i:])
+}
+
+var ownVars = []config.Var{
 	{Name: "AZURE_EH_CONNECTIONSTRING", Aliases: []string{"AZURE_EH_CONNECTION_STRING"}, Secret: true,
 		Doc: "Connection string of a shared access policy with the Send right: the event hub's (with `EntityPath=`) or the namespace's (then set `AZURE_EH_NAME`). " +
 			"Required unless Microsoft Entra auth is configured with `AZURE_EH_NAMESPACE`; set exactly one of the two."},
@@ -21,10 +33,10 @@ var Vars = []config.Var{
 		Doc: "Event hub name. Required with a namespace-level connection string and with `AZURE_EH_NAMESPACE`; with a hub-level connection string it must equal its `EntityPath` (or stay unset)."},
 	{Name: "AZURE_EH_NAMESPACE",
 		Doc: "Microsoft Entra auth instead of a connection string (for namespaces with SAS keys disabled): the fully qualified namespace, e.g. `myns.servicebus.windows.net`. " +
-			"The identity needs the Azure Event Hubs Data Sender role. Credential: the client secret below if set, else DefaultAzureCredential (`AZURE_CLIENT_ID`/`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, workload identity, managed identity, Azure CLI)."},
-	{Name: "AZURE_EH_TENANT_ID", Doc: "Entra tenant id of a service principal (client secret auth, with `AZURE_EH_NAMESPACE`)."},
+			"The identity needs the Azure Event Hubs Data Sender role. Credential: the service principal below if set (a client secret, a client certificate or a federated token file), else DefaultAzureCredential (`AZURE_CLIENT_ID`/`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, workload identity, managed identity, Azure CLI)."},
+	{Name: "AZURE_EH_TENANT_ID", Doc: "Entra tenant id of a service principal (with `AZURE_EH_NAMESPACE`, `AZURE_EH_CLIENT_ID` and one credential: `AZURE_EH_CLIENT_SECRET`, a client certificate or a federated token file, below)."},
 	{Name: "AZURE_EH_CLIENT_ID", Doc: "Application (client) id of that service principal."},
-	{Name: "AZURE_EH_CLIENT_SECRET", Secret: true, Doc: "Client secret of that service principal."},
+	{Name: "AZURE_EH_CLIENT_SECRET", Secret: true, Doc: "Client secret of that service principal (a long-lived secret: the certificate or the federated token file below leave none on the device)."},
 	{Name: "AZURE_EH_PARTITION_KEY", Default: "none",
 		Doc: "How events are spread over partitions: `none` lets Event Hubs choose; `device` routes every event of this device to one partition (key = device id); `topic` routes by MQTT topic. " +
 			"With a key, batches are sent one at a time so each key's events keep their order."},
@@ -66,8 +78,7 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 	conn := l.String("AZURE_EH_CONNECTIONSTRING")
 	hub := l.String("AZURE_EH_NAME")
 	ns := l.String("AZURE_EH_NAMESPACE")
-	tenant, client, secret := l.String("AZURE_EH_TENANT_ID"), l.String("AZURE_EH_CLIENT_ID"), l.String("AZURE_EH_CLIENT_SECRET")
-	spn := tenant != "" || client != "" || secret != ""
+	spn := entra.Set(l, "AZURE_EH")
 
 	switch {
 	case conn != "" && ns != "":
@@ -77,8 +88,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		l.Require("AZURE_EH_CONNECTIONSTRING", "set it to a connection string with the Send right, "+
 			"or set AZURE_EH_NAMESPACE and AZURE_EH_NAME for Microsoft Entra auth")
 	case conn != "":
-		for _, n := range []string{"AZURE_EH_TENANT_ID", "AZURE_EH_CLIENT_ID", "AZURE_EH_CLIENT_SECRET"} {
-			if l.IsSet(n) {
+		for _, v := range Vars {
+			if n := v.Name; strings.HasPrefix(n, "AZURE_EH_") && entraVar(n) && l.IsSet(n) {
 				l.Fail(n, l.Optional(n), "unset: it is only used with AZURE_EH_NAMESPACE (Microsoft Entra auth), not with a connection string")
 			}
 		}
@@ -90,15 +101,12 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		if hub == "" {
 			l.Require("AZURE_EH_NAME", "required with AZURE_EH_NAMESPACE (Microsoft Entra auth)")
 		}
+		var id *entra.Identity
 		if spn {
-			for _, n := range []string{"AZURE_EH_TENANT_ID", "AZURE_EH_CLIENT_ID", "AZURE_EH_CLIENT_SECRET"} {
-				if !l.IsSet(n) {
-					l.Require(n, "AZURE_EH_TENANT_ID, AZURE_EH_CLIENT_ID and AZURE_EH_CLIENT_SECRET go together (client secret auth); unset all three for DefaultAzureCredential")
-				}
-			}
+			id = entra.Load(l, "AZURE_EH")
 		}
 		if l.Err() == nil {
-			if err := s.fromCredential(l, ns, hub, tenant, client, secret); err != nil {
+			if err := s.fromCredential(l, ns, hub, id); err != nil {
 				return nil, err
 			}
 		}
@@ -174,15 +182,21 @@ func (s *Sink) fromConnectionString(l *config.Loader, conn, hub string) {
 }
 
 // fromCredential sets up a producer authenticated by Microsoft Entra.
-func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret string) error {
-	if secret != "" {
-		s.secrets = append(s.secrets, secret)
+func (s *Sink) fromCredential(l *config.Loader, ns, hub string, id *entra.Identity) error {
+	var tlsConf *tls.Config // nil: the SDK's, with the system's roots
+	if id != nil {
+		s.secrets = append(s.secrets, id.Secrets()...)
+		s.identity = id.String()
+		if id.Roots != nil {
+			tlsConf = id.TLSConfig()
+			s.ws.tls = tlsConf
+		}
 	}
-	cred, err := newCredential(tenant, client, secret)
+	cred, err := newCredential(id)
 	switch {
-	case err != nil && secret != "":
+	case err != nil && id != nil:
 		// The only argument azidentity checks up front.
-		l.Fail("AZURE_EH_TENANT_ID", tenant, "a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com): "+redact(err.Error(), s.secrets))
+		l.Fail("AZURE_EH_TENANT_ID", id.Tenant, "a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com): "+redact(err.Error(), s.secrets))
 		return nil
 	case err != nil:
 		return fmt.Errorf("AZURE_EH_NAMESPACE is set, but DefaultAzureCredential cannot be built from this environment: %s", redact(err.Error(), s.secrets))
@@ -190,11 +204,24 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub, tenant, client, secret 
 	s.where = ns + "/" + hub
 	s.fqdn = ns
 	s.dial = func(ws bool) (producer, error) {
-		c, err := azeventhubs.NewProducerClient(ns, hub, cred, producerOptions(s.newWS(ws)))
+		o := producerOptions(s.newWS(ws))
+		o.TLSConfig = tlsConf
+		c, err := azeventhubs.NewProducerClient(ns, hub, cred, o)
 		if err != nil {
 			return nil, err
 		}
 		return sdkProducer{c}, nil
 	}
 	return nil
+}
+
+// entraVar reports whether n is one of the service principal's variables.
+func entraVar(n string) bool {
+	for _, suf := range []string{entra.SufTenant, entra.SufClient, entra.SufSecret, entra.SufCert, entra.SufCertPath,
+		entra.SufCertPassword, entra.SufTokenFile, entra.SufAuthority, entra.SufCAFile} {
+		if n == "AZURE_EH_"+suf {
+			return true
+		}
+	}
+	return false
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/entra"
 	"github.com/cloud-block/cloud-block/common/run"
 	"github.com/cloud-block/cloud-block/common/sink/sinktest"
 )
@@ -53,9 +55,9 @@ func TestConfigErrors(t *testing.T) {
 		{"namespace without a hub", map[string]string{"AZURE_EH_NAMESPACE": "myns.servicebus.windows.net"},
 			"AZURE_EH_NAME is not set: required with AZURE_EH_NAMESPACE (Microsoft Entra auth)"},
 		{"half a service principal", map[string]string{"AZURE_EH_NAMESPACE": "myns.servicebus.windows.net", "AZURE_EH_NAME": "telemetry", "AZURE_EH_TENANT_ID": tenantID, "AZURE_EH_CLIENT_ID": "app"},
-			"AZURE_EH_CLIENT_SECRET is not set: AZURE_EH_TENANT_ID, AZURE_EH_CLIENT_ID and AZURE_EH_CLIENT_SECRET go together (client secret auth); unset all three for DefaultAzureCredential"},
+			"AZURE_EH_CLIENT_SECRET is not set: required when AZURE_EH_TENANT_ID or AZURE_EH_CLIENT_ID is set: one credential: a client secret, a client certificate or a federated token file (AZURE_EH_CLIENT_SECRET, AZURE_EH_CLIENT_CERTIFICATE or AZURE_EH_CLIENT_CERTIFICATE_PATH, AZURE_EH_FEDERATED_TOKEN_FILE)"},
 		{"bad tenant", map[string]string{"AZURE_EH_NAMESPACE": "myns.servicebus.windows.net", "AZURE_EH_NAME": "telemetry", "AZURE_EH_TENANT_ID": "my tenant", "AZURE_EH_CLIENT_ID": "app", "AZURE_EH_CLIENT_SECRET": "s3cret"},
-			`AZURE_EH_TENANT_ID="my tenant" is invalid: want a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com): invalid tenantID. You can locate your tenantID by following the instructions listed here: https://learn.microsoft.com/partner-center/find-ids-and-domain-names`},
+			`AZURE_EH_TENANT_ID="my tenant" is invalid: want a tenant id: a GUID such as 00000000-0000-0000-0000-000000000000, or a domain such as contoso.onmicrosoft.com`},
 		{"bad partition key", map[string]string{"AZURE_EH_CONNECTIONSTRING": hubConn, "AZURE_EH_PARTITION_KEY": "sensor"},
 			`AZURE_EH_PARTITION_KEY="sensor" is invalid: want one of none, device, topic`},
 		{"key and partition id", map[string]string{"AZURE_EH_CONNECTIONSTRING": hubConn, "AZURE_EH_PARTITION_KEY": "topic", "AZURE_EH_PARTITION_ID": "1"},
@@ -121,11 +123,19 @@ func TestReceiveOnlyVariablesLoggedOnce(t *testing.T) {
 }
 
 func TestCredentialChoice(t *testing.T) {
-	c, err := newCredential(tenantID, "app", "s3cret")
-	if _, ok := c.(*azidentity.ClientSecretCredential); !ok || err != nil {
+	l := config.NewLoader(func(n string) (string, bool) {
+		v, ok := map[string]string{"AZURE_EH_TENANT_ID": tenantID, "AZURE_EH_CLIENT_ID": "app", "AZURE_EH_CLIENT_SECRET": "s3cret"}[n]
+		return v, ok
+	}, Vars)
+	id := entra.Load(l, "AZURE_EH")
+	if l.Err() != nil || id.Kind != entra.KindSecret {
+		t.Fatalf("loading a client secret: %v", l.Err())
+	}
+	c, err := newCredential(id)
+	if _, ok := c.(*azidentity.DefaultAzureCredential); ok || err != nil {
 		t.Fatalf("with a client secret: %T %v", c, err)
 	}
-	c, err = newCredential("", "", "")
+	c, err = newCredential(nil)
 	if _, ok := c.(*azidentity.DefaultAzureCredential); !ok || err != nil {
 		t.Fatalf("without: %T %v", c, err)
 	}

@@ -89,6 +89,7 @@ type Sink struct {
 	transport   string   // AZURE_EH_TRANSPORT
 	fqdn        string   // the namespace's host (and port, for an emulator)
 	ws          wsDialer // opens WebSocket connections
+	identity    string   // the service principal, for check ("" otherwise)
 	// dial creates the producer, over WebSockets if ws; tests replace it
 	// with a fake.
 	dial func(ws bool) (producer, error)

@@ -2,6 +2,7 @@ package ehsink
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,7 @@ func producerOptions(newWS func(context.Context, azeventhubs.WebSocketConnParams
 // credentials go in its URL and are sent as Proxy-Authorization.
 type wsDialer struct {
 	plain bool
+	tls   *tls.Config // nil: the system's roots
 }
 
 func (d wsDialer) url(params azeventhubs.WebSocketConnParams) string {
@@ -73,6 +75,7 @@ func (d wsDialer) dial(ctx context.Context, params azeventhubs.WebSocketConnPara
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: wsHandshakeTimeout,
 		Subprotocols:     []string{wsSubprotocol},
+		TLSClientConfig:  d.tls,
 	}
 	c, resp, err := wd.DialContext(ctx, u, nil)
 	if resp != nil && resp.Body != nil {

@@ -47,6 +47,7 @@ func init() {
 			tg.env = map[string]string{"BATCH_MAX_WAIT": "200ms"}
 		}
 		targets = append(targets, tg)
+		federatedTargets[name] = true
 	}
 	scenarios = append(scenarios, scenario{name: "identity-gcp", kind: "identity", run: federatedIdentity})
 	if !slices.Contains(Small.Scenarios, "identity") {
@@ -64,6 +65,10 @@ func init() {
 		}
 	}
 }
+
+// federatedTargets are the targets above: identity-gcp skips the others
+// before starting anything.
+var federatedTargets = map[string]bool{}
 
 const (
 	// wifAudience is the workload identity pool provider the STS serves.
@@ -226,11 +231,11 @@ func (b *fedBackend) secrets() []string {
 // /metrics; check names the identity. With a token file, the file is
 // rotated mid-run and the old token revoked: the library reads it anew.
 func federatedIdentity(t *testing.T, tg *target, sc Scale) {
-	r := newRig(t, tg, rigOpts{env: map[string]string{"READY_MAX_UNSENT_AGE": "2s"}})
-	fb, ok := r.be.(*fedBackend)
-	if !ok {
-		t.Skip("not a workload identity federation target")
+	if !federatedTargets[tg.name] {
+		t.Skip("not a GCP workload identity federation target")
 	}
+	r := newRig(t, tg, rigOpts{env: map[string]string{"READY_MAX_UNSENT_AGE": "2s"}})
+	fb := r.be.(*fedBackend)
 	run := max(time.Minute, 10*sc.Outage)
 	down := max(10*time.Second, sc.Outage)
 	const rate = 20

@@ -20,7 +20,6 @@ package stsfake
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -341,20 +340,4 @@ func oauthError(w http.ResponseWriter, code int, kind, desc string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(map[string]string{"error": kind, "error_description": desc})
-}
-
-// WaitIssued waits until at least n tokens were issued in all.
-func (s *STS) WaitIssued(ctx context.Context, n int) error {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if s.Stats().Issued >= n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stsfake: %d tokens issued, waiting for %d: %w", s.Stats().Issued, n, ctx.Err())
-		case <-t.C:
-		}
-	}
 }

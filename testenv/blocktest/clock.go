@@ -25,7 +25,10 @@ import (
 const clockSeamTag = "clockseam"
 
 func init() {
-	scenarios = append(scenarios, scenario{name: "clock-1970", kind: "clock", run: clock1970})
+	scenarios = append(scenarios,
+		scenario{name: "clock-1970", kind: "clock", run: clock1970},
+		scenario{name: "clock-restart", kind: "clock", run: clockRestart},
+		scenario{name: "clock-jump", kind: "clock", run: clockJump})
 	// The config scenario's bad value for the clock's variable.
 	commonBad["CLOCK_MAX_JUMP"] = "500ms"
 }
@@ -100,7 +103,7 @@ func clock1970(t *testing.T, tg *target, sc Scale) {
 	tl.Copies += tl2.Copies
 	tl.Lost += tl2.Lost
 
-	keys, marks := checkClockMarks(t, r, n, n+later)
+	keys, marks := checkClockMarks(t, r, n+later, func(i int) bool { return i < n })
 	var ready struct{ Reasons []string }
 	if err := json.Unmarshal([]byte(body), &ready); err != nil || len(ready.Reasons) == 0 {
 		t.Errorf("/ready in 1970: %v: %s", err, body)
@@ -112,9 +115,16 @@ func clock1970(t *testing.T, tg *target, sc Scale) {
 	r.report("clock-1970", tl, 0, note)
 }
 
-// checkClockMarks checks what the destination holds: messages 0..early-1
-// were received in 1970, early..to-1 with the clock right.
-func checkClockMarks(t *testing.T, r *rig, early, to int) (keys []string, summary string) {
+// checkClockMarks checks what the destination holds of messages 0..to-1:
+// those untrusted says were received before the clock was set, the others
+// with the clock right.
+func checkClockMarks(t *testing.T, r *rig, to int, untrusted func(int) bool) (keys []string, summary string) {
+	early := 0
+	for i := range to {
+		if untrusted(i) {
+			early++
+		}
+	}
 	t.Helper()
 	switch be := r.be.(type) {
 	case *fileBackend:
@@ -126,7 +136,7 @@ func checkClockMarks(t *testing.T, r *rig, early, to int) (keys []string, summar
 			if i < 0 {
 				continue
 			}
-			if (i < early) != (l.received.Year() == 1970) {
+			if untrusted(i) != (l.received.Year() == 1970) {
 				bad++
 			}
 		}
@@ -151,11 +161,11 @@ func checkClockMarks(t *testing.T, r *rig, early, to int) (keys []string, summar
 				if i < 0 {
 					continue
 				}
-				untrusted := l.Received.Year() == 1970
+				in1970 := l.Received.Year() == 1970
 				switch {
-				case i < early && l.ClockUnsynchronised && untrusted:
+				case untrusted(i) && l.ClockUnsynchronised && in1970:
 					marked++
-				case i >= early && !l.ClockUnsynchronised && !untrusted:
+				case !untrusted(i) && !l.ClockUnsynchronised && !in1970:
 					unmarked++
 				default:
 					wrong++
@@ -176,6 +186,80 @@ func checkClockMarks(t *testing.T, r *rig, early, to int) (keys []string, summar
 	default:
 		return nil, "delivered with 1970 receive times (no mark of its own at this destination)"
 	}
+}
+
+// clock-restart: messages spooled in 1970 by a block that is then
+// stopped; it starts again with the clock right (NTP set it meanwhile) and
+// delivers them from its spool, marked, keyed by the time of sending.
+func clockRestart(t *testing.T, tg *target, sc Scale) {
+	file := filepath.Join(t.TempDir(), "clock-offset")
+	setClock(t, file, time.Unix(300, 0).Sub(time.Now()))
+	r := newRig(t, tg, rigOpts{tags: clockSeamTag, env: map[string]string{"CLOCK_SEAM_FILE": file}})
+	r.start()
+	const n, later, size = 200, 20, 200
+	pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
+	pub.Publish(0, n, 0)
+	r.waitMetric("cloudblock_spool_messages", 30*time.Second, func(v float64) bool { return v == n })
+	r.block.Stop()
+	setClock(t, file, 0)
+	r.start()
+	tl, _ := r.waitRange(0, n, size, 2*time.Minute, true)
+	r.waitReady(200, time.Minute)
+	pub.Publish(n, n+later, 0)
+	tl2, _ := r.waitRange(n, n+later, size, time.Minute, true)
+	tl.Published += tl2.Published
+	tl.Distinct += tl2.Distinct
+	tl.Copies += tl2.Copies
+	tl.Lost += tl2.Lost
+	keys, marks := checkClockMarks(t, r, n+later, func(i int) bool { return i < n })
+	note := fmt.Sprintf("%d spooled in 1970, the block stopped and started with the clock right: all delivered from the spool; %s", n, marks)
+	t.Logf("%s clock-restart: %s; %s; keys e.g. %v", tg.name, tl, note, keys)
+	r.report("clock-restart", tl, 0, note)
+}
+
+// clock-jump: a right clock stepped back an hour (CLOCK_MAX_JUMP is 1m):
+// /ready says so and nothing is sent until the clock has run 10 s without
+// another step; messages received meanwhile are marked, those before and
+// after are not, and all are delivered.
+func clockJump(t *testing.T, tg *target, sc Scale) {
+	file := filepath.Join(t.TempDir(), "clock-offset")
+	setClock(t, file, 0)
+	r := newRig(t, tg, rigOpts{tags: clockSeamTag, env: map[string]string{"CLOCK_SEAM_FILE": file}})
+	r.start()
+	const a, b, c, size = 50, 100, 150, 200
+	pub := harness.NewPublisher(t, r.broker, "cloud-input", size)
+	pub.Publish(0, a, 0)
+	tl, _ := r.waitRange(0, a, size, time.Minute, true)
+	setClock(t, file, -time.Hour)
+	// Published once the block has seen the step (the seam reads its file
+	// every 50 ms, the block samples every second): well within the 10 s
+	// the clock needs to settle.
+	body := r.waitReady(503, 30*time.Second, "clock not synchronised", "stepped by -1h")
+	pub.Publish(a, b, 0)
+	if held := countRange(a, b, size, numbered(r.be.read(t))); held.Distinct > 0 {
+		t.Errorf("%d messages sent while the clock settled after the step", held.Distinct)
+	}
+	if v := r.metric("cloudblock_clock_jumps_total"); v < 1 {
+		t.Errorf("cloudblock_clock_jumps_total = %v after the step", v)
+	}
+	tl2, _ := r.waitRange(a, b, size, time.Minute, true)
+	r.waitReady(200, time.Minute)
+	pub.Publish(b, c, 0)
+	tl3, _ := r.waitRange(b, c, size, time.Minute, true)
+	for _, x := range []tally{tl2, tl3} {
+		tl.Published += x.Published
+		tl.Distinct += x.Distinct
+		tl.Copies += x.Copies
+		tl.Lost += x.Lost
+	}
+	keys, marks := checkClockMarks(t, r, c, func(i int) bool { return i >= a && i < b })
+	var ready struct{ Reasons []string }
+	if json.Unmarshal([]byte(body), &ready) != nil || len(ready.Reasons) == 0 {
+		ready.Reasons = []string{body}
+	}
+	note := fmt.Sprintf("clock stepped back 1 h: %d received while it settled; %s; /ready said %.110s", b-a, marks, ready.Reasons[0])
+	t.Logf("%s clock-jump: %s; %s; keys e.g. %v", tg.name, tl, note, keys)
+	r.report("clock-jump", tl, 0, note)
 }
 
 type fileLine struct {

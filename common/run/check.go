@@ -19,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/mqtt"
 	"github.com/cloud-block/cloud-block/common/sink"
@@ -71,6 +72,7 @@ func check(ctx context.Context, svc Service, args []string, env config.Lookup, s
 		return rep.finish()
 	}
 	rep.add(finding{statusOK, "config", fmt.Sprintf("valid (device %s, buffer %s writable)", s.device, s.spool.Dir)})
+	rep.add(checkClock(clock.System())...)
 	if s.vault != nil {
 		names := append([]string(nil), s.fromVault...)
 		sort.Strings(names)

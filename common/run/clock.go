@@ -72,3 +72,13 @@ func (s *settings) clockReason() string {
 	}
 	return ""
 }
+
+// checkClock is check's finding about the clock, none when it is
+// plausible: with a clock before the build's date every signed request
+// fails, and the destination's finding would read as refused credentials.
+func checkClock(src clock.Source) []finding {
+	if sane, reason := clock.NewGuard(src, 0).State(); !sane {
+		return []finding{{statusWarn, "clock", reason + ": the destination refuses signed requests until NTP sets it (the service spools meanwhile and sends once it is)"}}
+	}
+	return nil
+}

@@ -429,3 +429,17 @@ func oneLine(s string) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// Unused records, for a service not authenticating with a service
+// principal, each of the principal's own settings that is set anyway (a
+// PFX password, an authority host, a CA file): a mistake to report, not
+// to ignore.
+func Unused(l *config.Loader, prefix string) {
+	p := prefix + "_"
+	for _, s := range []string{SufCertPassword, SufAuthority, SufCAFile} {
+		if l.IsSet(p + s) {
+			l.Fail(p+s, l.Optional(p+s), "unset unless a service principal is configured ("+p+SufTenant+", "+p+SufClient+
+				" and a credential): it only applies to that")
+		}
+	}
+}

@@ -40,6 +40,25 @@ import (
 // key, its issuer, audience and expiry, and refuses any other request as
 // Azure would (401 InvalidAuthenticationInfo).
 func init() {
+	// The identities' own variables, invalid one at a time (the config
+	// scenario), for the services' main targets.
+	for _, tg := range targets {
+		var p string
+		switch tg.name {
+		case "azure-blob":
+			p = "AZURE_BLOB_"
+		case "azure-eh":
+			p = "AZURE_EH_"
+		default:
+			continue
+		}
+		tg.badVars[p+"CLIENT_CERTIFICATE"] = bad(strings.ToLower(p) + "BadCert-not-pem-0123456789")
+		tg.badVars[p+"CLIENT_CERTIFICATE_PATH"] = bad("/no/such/device-cert.pem")
+		tg.badVars[p+"CLIENT_CERTIFICATE_PASSWORD"] = bad(strings.ToLower(p) + "BadPfxPassword-0123456789")
+		tg.badVars[p+"FEDERATED_TOKEN_FILE"] = bad("/no/such/federated-token")
+		tg.badVars[p+"AUTHORITY_HOST"] = bad("ftp://login.example.com/")
+		tg.badVars[p+"CA_FILE"] = bad("/no/such/ca.pem")
+	}
 	scenarios = append(scenarios, scenario{name: "azure-identity", kind: "azure-identity", run: azureIdentity})
 	Small.Scenarios = append(Small.Scenarios, "azure-identity")
 	for _, kind := range []string{"cert", "federated"} {

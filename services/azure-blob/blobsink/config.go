@@ -181,6 +181,9 @@ func load(l *config.Loader, device string) Config {
 	case authEntra:
 		c.Identity = entra.Load(l, prefix)
 	}
+	if c.Auth != authEntra {
+		entra.Unused(l, prefix)
+	}
 	if c.Auth == authSharedKey || c.Auth == authEntra || c.Auth == authEntraDefault {
 		switch {
 		case endpoint != nil && endpoint.RawQuery != "":

@@ -104,6 +104,8 @@ func New(l *config.Loader, info run.Info) (sink.Sink, error) {
 		var id *entra.Identity
 		if spn {
 			id = entra.Load(l, "AZURE_EH")
+		} else {
+			entra.Unused(l, "AZURE_EH")
 		}
 		if l.Err() == nil {
 			if err := s.fromCredential(l, ns, hub, id); err != nil {

@@ -8,6 +8,16 @@
 //
 //   node eventhubs-fake.js --port P [--host 127.0.0.1] [--hub NAME] [--partitions N]
 //                          [--max-message-size BYTES] [--data FILE]
+//                          [--tls-cert FILE --tls-key FILE] [--token-key FILE --token-audience AUD]
+//
+// With --tls-cert and --tls-key every connection is TLS, as Event Hubs' ports
+// 5671 (amqps) and 443 (wss) are. With --token-key (the PEM public key of a
+// token issuer, testenv/entrafake's) each $cbs put-token must carry a JWT
+// (type jwt) that key signed (RS256), for --token-audience, unexpired, or it
+// is answered 401; a send on a connection whose last accepted token has
+// expired is rejected with amqp:unauthorized-access, as the service refuses
+// a claim that was not renewed. Each put-token's outcome is logged, never
+// the token.
 //
 // It proves the SDK's wire behaviour (batches, partition routing, read-back with
 // start positions, management reads), not service quotas or authorization.
@@ -18,6 +28,7 @@
 const fs = require('fs');
 const crypto = require('crypto');
 const net = require('net');
+const tls = require('tls');
 const rhea = require('rhea');
 const Connection = require('rhea/lib/connection.js');
 const types = rhea.types;
@@ -215,9 +226,44 @@ function respond(request, status, description, body) {
   });
 }
 
-function handleRPC(address, req) {
+// ---- claims-based authorization: with --token-key, the tokens are checked.
+const tokenKey = opts['token-key'] ? crypto.createPublicKey(fs.readFileSync(opts['token-key'])) : null;
+const claimExpiry = new WeakMap(); // connection -> expiry of its last accepted token (ms)
+
+// checkToken returns why a put-token's token is refused, or its expiry (ms).
+function checkToken(req) {
   const ap = req.application_properties || {};
-  if (address === '$cbs') return respond(req, 202, 'Accepted'); // any token will do
+  if (ap.type !== 'jwt') return { why: `token type ${ap.type}, want jwt` };
+  const parts = String(req.body).split('.');
+  if (parts.length !== 3) return { why: 'not a JWT' };
+  let claims;
+  try {
+    const ok = crypto.verify('sha256', Buffer.from(parts[0] + '.' + parts[1]), tokenKey, Buffer.from(parts[2], 'base64url'));
+    if (!ok) return { why: 'the signature does not verify' };
+    claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+  } catch (err) {
+    return { why: `not a JWT: ${err.message}` };
+  }
+  if (claims.aud !== opts['token-audience']) return { why: `audience ${claims.aud}, want ${opts['token-audience']}` };
+  if (Date.now() > claims.exp * 1000) return { why: 'the token has expired' };
+  return { exp: claims.exp * 1000 };
+}
+
+function putToken(req, connection) {
+  if (!tokenKey) return respond(req, 202, 'Accepted'); // any token will do
+  const r = checkToken(req);
+  if (r.why) {
+    console.log(`eventhubs-fake: put-token refused: ${r.why}`);
+    return respond(req, 401, `Unauthorized: ${r.why}`);
+  }
+  claimExpiry.set(connection, r.exp);
+  console.log(`eventhubs-fake: put-token accepted, valid ${((r.exp - Date.now()) / 1000).toFixed(1)}s`);
+  respond(req, 202, 'Accepted');
+}
+
+function handleRPC(address, req, connection) {
+  const ap = req.application_properties || {};
+  if (address === '$cbs') return putToken(req, connection);
   if (ap.operation !== 'READ') return respond(req, 400, `unsupported operation ${ap.operation}`);
   if (ap.name !== opts.hub) return respond(req, 404, `no event hub ${ap.name}`);
   // Replies are maps with string keys; the SDK insists on these exact AMQP types.
@@ -254,6 +300,11 @@ function handleRPC(address, req) {
 let roundRobin = 0;
 
 function handleSend(target, ctx) {
+  if (tokenKey && !(Date.now() <= (claimExpiry.get(ctx.connection) || 0))) {
+    console.log('eventhubs-fake: send refused: no unexpired token on this connection');
+    return ctx.delivery.reject({ condition: 'amqp:unauthorized-access',
+      description: 'Unauthorized access. The token for this connection has expired: put a new one on $cbs' });
+  }
   const raw = Buffer.isBuffer(ctx.message) ? ctx.message : rhea.message.encode(ctx.message);
   if (raw.length > opts['max-message-size']) {
     return ctx.delivery.reject({ condition: 'amqp:link:message-size-exceeded', description: `${raw.length} bytes` });
@@ -287,7 +338,7 @@ container.on('receiver_open', (ctx) => { // the client sends on this link
   link.on('message', (mctx) => {
     try {
       if (target.kind === 'rpc') {
-        handleRPC(address, mctx.message);
+        handleRPC(address, mctx.message, mctx.connection);
         mctx.delivery.accept();
       } else {
         handleSend(target, mctx);
@@ -328,7 +379,10 @@ container.on('disconnected', forget);
 container.on('connection_close', forget);
 container.on('error', (err) => console.error('amqp error:', err && err.message));
 
-const server = net.createServer((socket) => sniff(socket));
+const server = opts['tls-cert']
+  ? tls.createServer({ cert: fs.readFileSync(opts['tls-cert']), key: fs.readFileSync(opts['tls-key']) }, (socket) => sniff(socket))
+  : net.createServer((socket) => sniff(socket));
+server.on('tlsClientError', (err) => console.log(`eventhubs-fake: TLS handshake failed: ${err.message}`));
 server.listen({ host: opts.host, port: opts.port });
 
 // sniff reads a connection's first bytes: the AMQP protocol header goes to

@@ -35,6 +35,17 @@ func init() {
 	)
 	scenarios = append(scenarios, scenario{name: "aws-iot", kind: "aws-iot", run: awsIoT})
 	Small.Scenarios = append(Small.Scenarios, "aws-iot")
+	// The config scenario sets each of the AWS IoT variables wrong.
+	for _, tg := range targets {
+		if p, ok := map[string]string{"aws-sqs": "AWS_SQS", "aws-s3": "AWS_S3"}[tg.name]; ok {
+			tg.badVars[p+"_IOT_CREDENTIALS_ENDPOINT"] = bad("http://c2x.credentials.iot.eu-west-1.amazonaws.com/path")
+			tg.badVars[p+"_IOT_ROLE_ALIAS"] = bad("no spaces in an alias")
+			tg.badVars[p+"_IOT_THING_NAME"] = bad("thing/1")
+			tg.badVars[p+"_IOT_CERT"] = bad("/no/such/device-cert.pem")
+			tg.badVars[p+"_IOT_KEY"] = bad(`-----BEGIN PRIVATE KEY-----\niotBadKeyMaterial0123\n-----END PRIVATE KEY-----`)
+			tg.badVars[p+"_IOT_CA"] = bad("/no/such/iot-ca.pem")
+		}
+	}
 }
 
 const (

@@ -96,6 +96,19 @@ var now = time.Now
 // carry no monotonic reading).
 func Now() time.Time { return now() }
 
+// CertTime is the time to check TLS certificates at (tls.Config.Time):
+// the wall clock, or Floor while the clock is earlier. A device whose
+// clock is not yet set still reaches its local broker over TLS when the
+// broker's certificate was valid at the build's date; once the clock is
+// right, expiry is checked as usual.
+func CertTime() time.Time {
+	t := Now()
+	if f := Floor(); t.Before(f) {
+		return f
+	}
+	return t
+}
+
 // System is the machine's clocks.
 func System() Source { return system{start: time.Now()} }
 

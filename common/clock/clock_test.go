@@ -199,3 +199,15 @@ func TestSystemSource(t *testing.T) {
 		t.Errorf("this machine's clock untrusted: %s", reason)
 	}
 }
+
+func TestCertTime(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	now = func() time.Time { return time.Unix(300, 0) }
+	if got := CertTime(); !got.Equal(Floor()) {
+		t.Errorf("CertTime in 1970: %s, want the floor %s", got, Floor())
+	}
+	now = func() time.Time { return right }
+	if got := CertTime(); !got.Equal(right) {
+		t.Errorf("CertTime with a right clock: %s, want %s", got, right)
+	}
+}

@@ -200,6 +200,7 @@ func load(svc Service, lookup config.Lookup, stdout io.Writer) (*settings, error
 	s.readyMaxAge = l.Duration("READY_MAX_UNSENT_AGE", time.Second, 30*24*time.Hour)
 	s.shutdown = l.Duration("SHUTDOWN_TIMEOUT", 0, 10*time.Minute)
 	s.clockMaxJump = l.Duration("CLOCK_MAX_JUMP", clock.MaxJumpMin, clock.MaxJumpMax)
+	loadProxy(l)
 	s.listen = l.String("HTTP_LISTEN")
 	if s.listen != "off" {
 		if _, _, err := splitHostPort(s.listen); err != nil {

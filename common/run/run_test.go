@@ -67,8 +67,12 @@ func badValues(t *testing.T) map[string]string {
 		"CLOCK_MAX_JUMP":             "500ms",
 		"LOG_LEVEL":                  "verbose",
 		"HTTP_LISTEN":                "localhost",
-		"TEST_ENDPOINT":              "http://plain",
-		"TEST_TOKEN":                 "very-secret-token",
+		// Proxies (read from the process env; through this lookup, refused as if from Key Vault).
+		"HTTPS_PROXY":   "socks5://user:proxy-password-secret@proxy:1080",
+		"HTTP_PROXY":    "https://proxy:3128",
+		"NO_PROXY":      "http://mqtt",
+		"TEST_ENDPOINT": "http://plain",
+		"TEST_TOKEN":    "very-secret-token",
 		// Azure Key Vault's settings (common/vault).
 		"AZURE_VAULT_NAME":                        "my_vault!",
 		"AZURE_VAULT_URL":                         "http://vault.example",
@@ -86,7 +90,7 @@ func badValues(t *testing.T) map[string]string {
 
 func TestEveryBadValueNamedAndSecretsHidden(t *testing.T) {
 	bad := badValues(t)
-	secrets := []string{"hunter2-secret-password", "secretkeymaterial", "very-secret-token", "vault-client-secret-value", "vaultcertmaterial", "vault-pfx-password"}
+	secrets := []string{"proxy-password-secret", "hunter2-secret-password", "secretkeymaterial", "very-secret-token", "vault-client-secret-value", "vaultcertmaterial", "vault-pfx-password"}
 	for _, v := range testService.AllVars() {
 		if _, ok := bad[v.Name]; !ok {
 			t.Errorf("no bad value for %s in this test: add one", v.Name)

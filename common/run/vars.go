@@ -71,6 +71,7 @@ func CommonVars(service string) []config.Var {
 			Doc: "A step of the system clock larger than this (the wall clock moving apart from the monotonic clock, as when NTP first sets it) makes the clock untrusted for 10 s. While the clock is untrusted, or earlier than the build's date, nothing is sent (signatures would fail) and messages are spooled, their receive times marked (see the README, \"The clock\"). From 1s to 24h."},
 		{Name: "HTTP_LISTEN", Default: ":8080", Doc: "Address of the status page (`/`) and the `/live`, `/ready`, `/status.json` and `/metrics` endpoints; `off` disables them (and the healthcheck)."},
 	}
+	vars = append(vars, proxyVars...)
 	return append(vars, vault.Vars...)
 }
 

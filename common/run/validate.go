@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cloud-block/cloud-block/common/clock"
 	"github.com/cloud-block/cloud-block/common/config"
 	"github.com/cloud-block/cloud-block/common/mqtt"
 )
@@ -86,7 +87,9 @@ func loadTLS(l *config.Loader, broker *url.URL) *tls.Config {
 	if !tlsScheme && broker != nil {
 		l.Fail("LOCAL_MQTT_HOST", broker.String(), "a TLS scheme (mqtts, ssl, tls or wss) when LOCAL_MQTT_CA, LOCAL_MQTT_CERT or LOCAL_MQTT_KEY is set")
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	// Certificates checked at the build's date at the earliest: a device
+	// whose clock NTP has not set yet still reaches its broker.
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, Time: clock.CertTime}
 	if ca != "" {
 		pem, err := mqtt.LoadPEM(ca)
 		pool := x509.NewCertPool()

@@ -207,7 +207,9 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub string, id *entra.Identi
 	s.fqdn = ns
 	s.dial = func(ws bool) (producer, error) {
 		o := producerOptions(s.newWS(ws))
-		o.TLSConfig = tlsConf
+		if tlsConf != nil {
+			o.TLSConfig = tlsConf.Clone() // go-amqp sets its ServerName
+		}
 		c, err := azeventhubs.NewProducerClient(ns, hub, cred, o)
 		if err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package ehsink
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -205,10 +206,20 @@ func (s *Sink) fromCredential(l *config.Loader, ns, hub string, id *entra.Identi
 	}
 	s.where = ns + "/" + hub
 	s.fqdn = ns
+	// go-amqp checks the certificate against the namespace as given, port
+	// and all: a namespace with a port (a private endpoint, a test) needs
+	// the host named.
+	if host, _, err := net.SplitHostPort(ns); err == nil {
+		if tlsConf == nil {
+			tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tlsConf = tlsConf.Clone()
+		tlsConf.ServerName = host
+	}
 	s.dial = func(ws bool) (producer, error) {
 		o := producerOptions(s.newWS(ws))
 		if tlsConf != nil {
-			o.TLSConfig = tlsConf.Clone() // go-amqp sets its ServerName
+			o.TLSConfig = tlsConf.Clone() // go-amqp sets its ServerName when empty
 		}
 		c, err := azeventhubs.NewProducerClient(ns, hub, cred, o)
 		if err != nil {

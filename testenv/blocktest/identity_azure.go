@@ -66,6 +66,10 @@ func init() {
 			name: "azure-blob-" + kind, pkg: "services/azure-blob", open: openBlobIdentity(kind), batch: 200, dupFree: true,
 			env:  map[string]string{"BATCH_MAX_WAIT": "200ms"},
 			only: []string{"azure-identity"},
+		}, &target{
+			name: "azure-eh-" + kind, pkg: "services/azure-eh", open: openEHIdentity(kind), batch: 200, limit: ehLimit,
+			env:  map[string]string{"AZURE_EH_TRANSPORT": "amqp"},
+			only: []string{"azure-identity"},
 		})
 	}
 }
@@ -88,54 +92,27 @@ type identityBackend interface {
 // --- azure-blob on Azurite over HTTPS, with OAuth ----------------------------
 
 type blobIdentity struct {
-	f       *entrafake.Server
-	kind    string
+	*azureDevice
 	spec    procs.Spec
 	dir     string
 	azurite string // Azurite's host:port
 	check   *tokenChecker
 	c       *azblob.Client // shared key, straight to Azurite
 	ctr     string
-	env0    map[string]string
-	secret  []string
 	objCache
 
-	mu        sync.Mutex
-	proc      *procs.Proc
-	rotations int // federated token files written
+	proc *procs.Proc
 }
 
 const identityClient = "5a1e0c1d-0000-4000-8000-00000000b10b"
 
 func openBlobIdentity(kind string) func(t *testing.T) backend {
 	return func(t *testing.T) backend {
-		f := entrafake.Start(t, entrafake.Options{Lifetime: identityLifetime})
-		b := &blobIdentity{f: f, kind: kind, dir: t.TempDir(), ctr: "identity"}
-		b.env0 = map[string]string{
-			"AZURE_BLOB_CONTAINER_NAME": b.ctr, "AZURE_BLOB_TENANT_ID": f.Tenant, "AZURE_BLOB_CLIENT_ID": identityClient,
-			"AZURE_BLOB_AUTHORITY_HOST": f.URL, "AZURE_BLOB_CA_FILE": f.CAFile,
-		}
-		switch kind {
-		case "cert":
-			pemText, cert := entrafake.ClientCertificate(t, "blocktest-device")
-			f.AddCertificate(identityClient, cert)
-			b.env0["AZURE_BLOB_CLIENT_CERTIFICATE"] = pemText
-			// The key's lines must never show.
-			for _, l := range strings.Split(pemText[strings.Index(pemText, "PRIVATE KEY"):], "\n")[1:] {
-				if len(l) >= 32 {
-					b.secret = append(b.secret, l)
-				}
-			}
-		default:
-			iss := entrafake.NewIssuer(t, "https://oidc.blocktest.example/cluster")
-			const subject = "system:serviceaccount:blocktest:azure-blob"
-			f.AddFederated(identityClient, iss, subject)
-			file := filepath.Join(b.dir, "federated-token")
-			b.env0["AZURE_BLOB_FEDERATED_TOKEN_FILE"] = file
-			b.rotateFederated(t, iss, subject, file)
-		}
+		b := &blobIdentity{dir: t.TempDir(), ctr: "identity"}
+		b.azureDevice = newAzureDevice(t, kind, "AZURE_BLOB_", "azure-blob", b.dir)
+		b.env0["AZURE_BLOB_CONTAINER_NAME"] = b.ctr
 		b.startAzurite(t)
-		b.check = startTokenChecker(t, f, b.azurite, "https://storage.azure.com")
+		b.check = startTokenChecker(t, b.f, b.azurite, "https://storage.azure.com")
 		b.c = b.client(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -146,21 +123,90 @@ func openBlobIdentity(kind string) func(t *testing.T) backend {
 	}
 }
 
-// federatedLifetime is how long the federated tokens in the file live;
-// the file is rewritten at half of it, as kubelet rotates a projected
-// service account token, so a credential that kept an old one would be
-// refused.
-const federatedLifetime = 8 * time.Second
+// azureDevice is the device's side of a keyless Azure identity against a
+// fake Entra of its own: the service principal's variables, and what must
+// never be shown (the device key's lines, every federated token written).
+// Its stop and start are the token endpoint's outage.
+type azureDevice struct {
+	f    *entrafake.Server
+	env0 map[string]string
+
+	mu        sync.Mutex
+	secret    []string
+	rotations int // federated token files written
+}
+
+// newAzureDevice starts the fake Entra and registers the device's
+// certificate (kind "cert") or a federated issuer whose tokens it writes to
+// a file in dir (kind "federated") for the service of the variables'
+// prefix.
+func newAzureDevice(t *testing.T, kind, prefix, service, dir string) *azureDevice {
+	f := entrafake.Start(t, entrafake.Options{Lifetime: identityLifetime})
+	d := &azureDevice{f: f, env0: map[string]string{
+		prefix + "TENANT_ID": f.Tenant, prefix + "CLIENT_ID": identityClient,
+		prefix + "AUTHORITY_HOST": f.URL, prefix + "CA_FILE": f.CAFile,
+	}}
+	switch kind {
+	case "cert":
+		pemText, cert := entrafake.ClientCertificate(t, "blocktest-device")
+		f.AddCertificate(identityClient, cert)
+		d.env0[prefix+"CLIENT_CERTIFICATE"] = pemText
+		// The key's lines must never show.
+		for _, l := range strings.Split(pemText[strings.Index(pemText, "PRIVATE KEY"):], "\n")[1:] {
+			if len(l) >= 32 {
+				d.secret = append(d.secret, l)
+			}
+		}
+	default:
+		iss := entrafake.NewIssuer(t, "https://oidc.blocktest.example/cluster")
+		subject := "system:serviceaccount:blocktest:" + service
+		f.AddFederated(identityClient, iss, subject)
+		file := filepath.Join(dir, "federated-token")
+		d.env0[prefix+"FEDERATED_TOKEN_FILE"] = file
+		d.rotateFederated(t, iss, subject, file)
+	}
+	return d
+}
+
+func (d *azureDevice) entra() *entrafake.Server { return d.f }
+
+func (d *azureDevice) secrets() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.secret...)
+}
+
+func (d *azureDevice) rotated() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rotations
+}
+
+// stop and start are the token endpoint's outage: the destination stays.
+func (d *azureDevice) stop(t testing.TB)  { d.f.Down() }
+func (d *azureDevice) start(t testing.TB) { d.f.Up(t) }
+
+// federatedLifetime is how long the federated tokens in the file live, and
+// federatedRotate how often the file is rewritten (as kubelet rotates a
+// projected service account token), so a credential that kept an old one
+// would be refused within the run. The lifetime is longer than a token
+// request's retries while Entra is away (azcore re-sends the same
+// assertion for some seconds): with real tokens of an hour, one read
+// seconds before it is sent is valid.
+const (
+	federatedLifetime = 30 * time.Second
+	federatedRotate   = 4 * time.Second
+)
 
 // rotateFederated writes a fresh federated token to file now and every
-// half lifetime until the test ends (atomically: a new file renamed over).
-func (b *blobIdentity) rotateFederated(t *testing.T, iss *entrafake.Issuer, subject, file string) {
+// federatedRotate until the test ends (atomically: a new file renamed over).
+func (d *azureDevice) rotateFederated(t *testing.T, iss *entrafake.Issuer, subject, file string) {
 	write := func() {
 		tok := iss.Token(subject, federatedLifetime)
-		b.mu.Lock()
-		b.secret = append(b.secret, tok)
-		b.rotations++
-		b.mu.Unlock()
+		d.mu.Lock()
+		d.secret = append(d.secret, tok)
+		d.rotations++
+		d.mu.Unlock()
 		tmp := file + ".new"
 		if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
 			t.Errorf("writing the federated token: %v", err)
@@ -173,7 +219,7 @@ func (b *blobIdentity) rotateFederated(t *testing.T, iss *entrafake.Issuer, subj
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(federatedLifetime / 2)
+		tick := time.NewTicker(federatedRotate)
 		defer tick.Stop()
 		for {
 			select {
@@ -256,17 +302,6 @@ func (b *blobIdentity) env(addr string) map[string]string {
 }
 
 func (b *blobIdentity) upstream() string { return b.check.addr }
-func (b *blobIdentity) secrets() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.secret...)
-}
-func (b *blobIdentity) entra() *entrafake.Server { return b.f }
-func (b *blobIdentity) rotated() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.rotations
-}
 func (b *blobIdentity) checked() (int, int, []string, []string) {
 	return b.check.stats()
 }
@@ -294,10 +329,6 @@ func (b *blobIdentity) expiredRefused(t testing.TB, token string) string {
 	b.check.forget() // the control's refusal is not the block's
 	return strings.Join(out, ", ")
 }
-
-// stop and start are the token endpoint's outage: the destination stays.
-func (b *blobIdentity) stop(t testing.TB)  { b.f.Down() }
-func (b *blobIdentity) start(t testing.TB) { b.f.Up(t) }
 
 func (b *blobIdentity) read(t testing.TB) []msg {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -494,8 +525,11 @@ func azureIdentity(t *testing.T, tg *target, sc Scale) {
 	for _, sec := range r.be.secrets() { // the federated tokens written since the start
 		r.addSecret(sec)
 	}
+	if d, ok := ib.(interface{ detached() int }); ok {
+		control += fmt.Sprintf("%d links detached by the event hub as their claim expired, each attached again with a fresh token; ", d.detached())
+	}
 	if n := ib.rotated(); n > 0 {
-		control = fmt.Sprintf("federated token file rewritten %d times (tokens of %s); ", n, federatedLifetime)
+		control += fmt.Sprintf("federated token file rewritten %d times (every %s, tokens of %s); ", n, federatedRotate, federatedLifetime)
 	}
 	// Negative controls: the first token, long expired, is refused by the
 	// destination itself (Azurite checks exp) and by the checker.

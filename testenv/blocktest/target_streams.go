@@ -140,7 +140,10 @@ type ehBackend struct {
 	got []msg
 }
 
-func openEH(t *testing.T) backend {
+func openEH(t *testing.T) backend { return newEHBackend(t) }
+
+// newEHBackend starts the fake with its usual flags and extra ones.
+func newEHBackend(t *testing.T, extra ...string) *ehBackend {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node (Node.js 20) not found: %v", err)
@@ -153,8 +156,8 @@ func openEH(t *testing.T) backend {
 	b.data = filepath.Join(b.dir, "events.jsonl")
 	b.spec = procs.Spec{
 		Name: "eventhubs-fake", Path: node, Dir: nodeDir,
-		Args: []string{filepath.Join(nodeDir, "eventhubs-fake.js"), "--host", "127.0.0.1", "--port", strconv.Itoa(b.port),
-			"--hub", "hub", "--partitions", "4", "--data", b.data},
+		Args: append([]string{filepath.Join(nodeDir, "eventhubs-fake.js"), "--host", "127.0.0.1", "--port", strconv.Itoa(b.port),
+			"--hub", "hub", "--partitions", "4", "--data", b.data}, extra...),
 		Ready: procs.TCPReady(procs.Addr(b.port)), Timeout: 20 * time.Second,
 	}
 	b.start(t)
@@ -209,6 +212,16 @@ func (b *ehBackend) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	b.proc = p
+}
+
+// log is what the fake has printed (its current run's).
+func (b *ehBackend) log() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.proc == nil {
+		return ""
+	}
+	return b.proc.Log()
 }
 
 // read decodes the events appended to the fake's data file since the last read.

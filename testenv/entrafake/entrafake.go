@@ -93,6 +93,9 @@ type federation struct {
 type Issue struct {
 	Client, Kind, Audience string // Kind: "certificate" or "federated"
 	At, Expires            time.Time
+	// Token is the access token itself, for a test to look for where it
+	// must not be (logs) and to match with what a destination saw.
+	Token string
 }
 
 // Refusal is one token request refused, and why.
@@ -342,7 +345,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	s.issued = append(s.issued, Issue{Client: client, Kind: kind, Audience: resource, At: now, Expires: exp})
+	s.issued = append(s.issued, Issue{Client: client, Kind: kind, Audience: resource, At: now, Expires: exp, Token: tok})
 	s.mu.Unlock()
 	json.NewEncoder(w).Encode(map[string]any{
 		"token_type": "Bearer", "expires_in": int(s.Lifetime / time.Second), "ext_expires_in": int(s.Lifetime / time.Second),

@@ -15,9 +15,9 @@
 // token issuer, testenv/entrafake's) each $cbs put-token must carry a JWT
 // (type jwt) that key signed (RS256), for --token-audience, unexpired, or it
 // is answered 401; a send on a connection whose last accepted token has
-// expired is rejected with amqp:unauthorized-access, as the service refuses
-// a claim that was not renewed. Each put-token's outcome is logged, never
-// the token.
+// expired detaches its link with amqp:link:detach-forced, as the service
+// drops the links of a claim that was not renewed. Each put-token's outcome is logged, never
+// the token (an accepted one by the first 16 hex digits of its SHA-256).
 //
 // It proves the SDK's wire behaviour (batches, partition routing, read-back with
 // start positions, management reads), not service quotas or authorization.
@@ -257,7 +257,9 @@ function putToken(req, connection) {
     return respond(req, 401, `Unauthorized: ${r.why}`);
   }
   claimExpiry.set(connection, r.exp);
-  console.log(`eventhubs-fake: put-token accepted, valid ${((r.exp - Date.now()) / 1000).toFixed(1)}s`);
+  // A fingerprint, not the token: a test matches it with the tokens issued.
+  const fp = crypto.createHash('sha256').update(String(req.body)).digest('hex').slice(0, 16);
+  console.log(`eventhubs-fake: put-token accepted, valid ${((r.exp - Date.now()) / 1000).toFixed(1)}s, token sha256:${fp}`);
   respond(req, 202, 'Accepted');
 }
 
@@ -301,9 +303,11 @@ let roundRobin = 0;
 
 function handleSend(target, ctx) {
   if (tokenKey && !(Date.now() <= (claimExpiry.get(ctx.connection) || 0))) {
-    console.log('eventhubs-fake: send refused: no unexpired token on this connection');
-    return ctx.delivery.reject({ condition: 'amqp:unauthorized-access',
-      description: 'Unauthorized access. The token for this connection has expired: put a new one on $cbs' });
+    // As the service does when a claim expires: the link is detached
+    // (retryable; the client attaches again after putting a new token).
+    console.log('eventhubs-fake: link detached: no unexpired token on this connection');
+    return ctx.receiver.close({ condition: 'amqp:link:detach-forced',
+      description: "Unauthorized access. 'Send' claim(s) are required to perform this operation: the token put on $cbs for this connection has expired" });
   }
   const raw = Buffer.isBuffer(ctx.message) ? ctx.message : rhea.message.encode(ctx.message);
   if (raw.length > opts['max-message-size']) {

@@ -12,6 +12,8 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cloud-block/cloud-block/common/awsiot"
 )
 
 // newClient builds the S3 client: from the given keys, from the AWS IoT
@@ -48,7 +50,7 @@ func (s *Sink) newClient(ctx context.Context) (API, func(), error) {
 		return s3.New(s3.Options{Credentials: creds}, opts), tr.CloseIdleConnections, nil
 	}
 	if s.cfg.IoT != nil {
-		return s3.New(s3.Options{Credentials: newIOTCredentials(s.cfg.IoT)}, opts), tr.CloseIdleConnections, nil
+		return s3.New(s3.Options{Credentials: awsiot.SDKCredentials(s.cfg.IoT)}, opts), tr.CloseIdleConnections, nil
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {

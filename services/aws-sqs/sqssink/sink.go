@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/cloud-block/cloud-block/common/awsiot"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
@@ -103,7 +104,7 @@ func (s *Sink) dialAWS(ctx context.Context) (Client, error) {
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(s.st.accessKey, s.st.secretKey, s.st.sessionToken)))
 	case s.st.iot != nil:
-		opts = append(opts, config.WithCredentialsProvider(newIOTCredentials(s.st.iot)))
+		opts = append(opts, config.WithCredentialsProvider(awsiot.SDKCredentials(s.st.iot)))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {

@@ -140,7 +140,7 @@ func Load(l *config.Loader, prefix string) *Identity {
 		}
 	}
 	if path := strings.TrimSpace(l.String(p + SufCAFile)); path != "" {
-		id.Roots = loadRoots(l, p+SufCAFile, path)
+		id.Roots = LoadRoots(l, p+SufCAFile, path)
 	}
 	id.loadCertificate(l)
 
@@ -237,7 +237,9 @@ func (id *Identity) loadCertificate(l *config.Loader) {
 	id.certs, id.key = certs, key
 }
 
-func loadRoots(l *config.Loader, name, path string) *x509.CertPool {
+// LoadRoots reads the PEM file of CA certificates path, the value of the
+// variable name, into a pool with the system's roots; a problem fails name.
+func LoadRoots(l *config.Loader, name, path string) *x509.CertPool {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		l.Fail(name, path, "the path of a readable PEM file of CA certificates ("+err.Error()+")")
@@ -374,24 +376,25 @@ type TokenError struct {
 }
 
 func (e *TokenError) Error() string {
-	if msg, ok := refusal(e.Err); ok {
+	if msg, ok := Refusal(e.Err); ok {
 		return "Microsoft Entra refused a token to the " + e.Identity + ": " + msg
 	}
-	return "no token from Microsoft Entra for the " + e.Identity + ": " + oneLine(e.Err.Error())
+	return "no token from Microsoft Entra for the " + e.Identity + ": " + OneLine(e.Err.Error())
 }
 
 // Refused reports whether Entra answered and refused the identity (a wrong
 // secret, an unknown client, an assertion it does not accept), as opposed
 // to not answering at all.
 func (e *TokenError) Refused() bool {
-	_, ok := refusal(e.Err)
+	_, ok := Refusal(e.Err)
 	return ok
 }
 
-// refusal describes Entra's refusal in one line: the status, the error
-// code and the first line of its description (trace and correlation ids
-// follow it).
-func refusal(err error) (string, bool) {
+// Refusal describes Entra's refusal in one line, reporting whether err is
+// one (azidentity's AuthenticationFailedError with Entra's answer): the
+// status, the error code and the first line of its description (trace and
+// correlation ids follow it).
+func Refusal(err error) (string, bool) {
 	var af *azidentity.AuthenticationFailedError
 	if !errors.As(err, &af) || af.RawResponse == nil {
 		return "", false
@@ -413,9 +416,9 @@ func refusal(err error) (string, bool) {
 
 func (e *TokenError) Unwrap() error { return e.Err }
 
-// oneLine joins a multi-line message with "; ", dropping azidentity's
+// OneLine joins a multi-line message with "; ", dropping azidentity's
 // separator lines and its link to the troubleshooting guide.
-func oneLine(s string) string {
+func OneLine(s string) string {
 	var parts []string
 	for _, l := range strings.Split(s, "\n") {
 		l = strings.TrimSpace(l)

@@ -29,6 +29,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/entra"
 )
 
 // Names of the vault's variables.
@@ -166,7 +167,7 @@ func LoadConfig(env config.Lookup) (*Config, error) {
 		l.Fail(VarRefresh, l.String(VarRefresh), "0 (off) or a duration from 1s, such as 1h")
 	}
 	if path := l.String(VarCAFile); path != "" {
-		c.roots = loadRoots(l, path)
+		c.roots = entra.LoadRoots(l, VarCAFile, path)
 	}
 	c.loadCertificate(l)
 
@@ -252,23 +253,6 @@ func (c *Config) loadCertificate(l *config.Loader) {
 		return
 	}
 	c.certs, c.key = certs, key
-}
-
-func loadRoots(l *config.Loader, path string) *x509.CertPool {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		l.Fail(VarCAFile, path, "the path of a readable PEM file of CA certificates ("+err.Error()+")")
-		return nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(b) {
-		l.Fail(VarCAFile, path, "a PEM file with at least one CERTIFICATE block")
-		return nil
-	}
-	return pool
 }
 
 // String describes the vault and the kind of credential, never its value

@@ -1,13 +1,9 @@
 package blobsink
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cloud-block/cloud-block/common/entra"
@@ -27,8 +23,9 @@ func entraCredential(c Config, o azcore.ClientOptions) (azcore.TokenCredential, 
 // credentialMessage describes in one line Entra refusing to issue a token
 // (a wrong secret, an unknown tenant or client), reporting whether err is
 // that. A service principal's failure that is no refusal (its endpoint
-// away) is described too, with false: it is retried as any outage. "No identity available" from DefaultAzureCredential is an
-// unexported type: it stays a plain, retried error listing what was tried.
+// away) is described too, with false: it is retried as any outage. "No
+// identity available" from DefaultAzureCredential is an unexported type:
+// it stays a plain, retried error listing what was tried.
 func credentialMessage(err error) (string, bool) {
 	// The service principal's errors say which identity and endpoint; an
 	// endpoint that does not answer is not a refusal: a plain, retried error.
@@ -40,36 +37,13 @@ func credentialMessage(err error) (string, bool) {
 	if !errors.As(err, &af) {
 		var ar *azidentity.AuthenticationRequiredError
 		if errors.As(err, &ar) {
-			return oneLine(ar.Error()), true
+			return entra.OneLine(ar.Error()), true
 		}
 		return "", false
 	}
-	r := af.RawResponse
-	if r == nil {
-		return oneLine(af.Error()), true
+	if af.RawResponse == nil {
+		return entra.OneLine(af.Error()), true
 	}
-	msg := fmt.Sprintf("Microsoft Entra issued no token: %d", r.StatusCode)
-	if body, err := runtime.Payload(r); err == nil {
-		var x struct {
-			Error string `json:"error"`
-			Desc  string `json:"error_description"`
-		}
-		if json.Unmarshal(body, &x) == nil && x.Error != "" {
-			// The description's first line; trace and correlation ids follow.
-			desc, _, _ := strings.Cut(strings.ReplaceAll(x.Desc, "\r\n", "\n"), "\n")
-			msg += " " + x.Error + ": " + desc
-		}
-	}
-	return msg, true
-}
-
-// oneLine joins a multi-line message with "; ".
-func oneLine(s string) string {
-	var parts []string
-	for _, l := range strings.Split(s, "\n") {
-		if l = strings.TrimSpace(l); l != "" && strings.Trim(l, "-") != "" {
-			parts = append(parts, l)
-		}
-	}
-	return strings.Join(parts, "; ")
+	msg, _ := entra.Refusal(err)
+	return "Microsoft Entra issued no token: " + msg, true
 }

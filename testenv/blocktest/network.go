@@ -37,6 +37,8 @@ func init() {
 		scenario{name: "amqp-blocked", kind: "network", run: amqpBlocked},
 		scenario{name: "mqtt-websockets", kind: "network", run: mqttWebSockets, fileOnly: true},
 	)
+	// About 40 s for all targets at once: make test runs them.
+	Small.Scenarios = append(Small.Scenarios, "network")
 }
 
 // proxyHost names a destination's endpoint under the proxy's domain.

@@ -330,33 +330,7 @@ func (b *blobIdentity) expiredRefused(t testing.TB, token string) string {
 	return strings.Join(out, ", ")
 }
 
-func (b *blobIdentity) read(t testing.TB) []msg {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	pager := b.c.NewListBlobsFlatPager(b.ctr, nil)
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			t.Fatalf("listing %s: %v", b.ctr, err)
-		}
-		for _, it := range page.Segment.BlobItems {
-			name, tag := *it.Name, string(*it.Properties.ETag)
-			if b.has(name, tag) {
-				continue
-			}
-			resp, err := b.c.DownloadStream(ctx, b.ctr, name, nil)
-			if err != nil {
-				t.Fatalf("download %s: %v", name, err)
-			}
-			body, err := readAllBody(resp.Body)
-			if err != nil {
-				t.Fatalf("download %s: %v", name, err)
-			}
-			b.add(t, name, tag, body, "", nil)
-		}
-	}
-	return b.all()
-}
+func (b *blobIdentity) read(t testing.TB) []msg { return readBlobs(t, b.c, b.ctr, &b.objCache) }
 
 // --- the token checker in front of the destination ----------------------------
 

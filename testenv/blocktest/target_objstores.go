@@ -136,21 +136,25 @@ func (b *blobBackend) secrets() []string  { return []string{b.a.AccountKey} }
 func (b *blobBackend) stop(t testing.TB)  { b.read(t); b.a.Stop() }
 func (b *blobBackend) start(t testing.TB) { b.a.Start() }
 
-func (b *blobBackend) read(t testing.TB) []msg {
+func (b *blobBackend) read(t testing.TB) []msg { return readBlobs(t, b.c, b.ctr, &b.objCache) }
+
+// readBlobs adds the container's blobs not yet in cache, with their
+// content encoding and metadata, and returns every message read so far.
+func readBlobs(t testing.TB, c *azblob.Client, ctr string, cache *objCache) []msg {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pager := b.c.NewListBlobsFlatPager(b.ctr, nil)
+	pager := c.NewListBlobsFlatPager(ctr, nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			t.Fatalf("listing %s: %v", b.ctr, err)
+			t.Fatalf("listing %s: %v", ctr, err)
 		}
 		for _, it := range page.Segment.BlobItems {
 			name, tag := *it.Name, string(*it.Properties.ETag)
-			if b.has(name, tag) {
+			if cache.has(name, tag) {
 				continue
 			}
-			resp, err := b.c.DownloadStream(ctx, b.ctr, name, nil)
+			resp, err := c.DownloadStream(ctx, ctr, name, nil)
 			if err != nil {
 				t.Fatalf("download %s: %v", name, err)
 			}
@@ -169,10 +173,10 @@ func (b *blobBackend) read(t testing.TB) []msg {
 				}
 				md[k] = *v
 			}
-			b.add(t, name, tag, body, enc, md)
+			cache.add(t, name, tag, body, enc, md)
 		}
 	}
-	return b.all()
+	return cache.all()
 }
 
 // --- gcp-storage on fake-gcs-server (in memory: stop reads first) -----------

@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -19,11 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"github.com/Azure/go-amqp"
-
 	pubsubadmin "cloud.google.com/go/pubsub/v2/apiv1"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
+	"github.com/cloud-block/cloud-block/testenv/ehfake"
 	"github.com/cloud-block/cloud-block/testenv/emulators"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 	"github.com/cloud-block/cloud-block/testenv/procs"
@@ -241,19 +238,9 @@ func (b *ehBackend) read(t testing.TB) []msg {
 // decodeEvent turns one stored event (the AMQP message the SDK sent) into
 // what a consumer sees: the body and the block's application properties.
 func decodeEvent(line []byte) (msg, error) {
-	var rec struct {
-		Raw string `json:"raw"`
-	}
-	if err := json.Unmarshal(line, &rec); err != nil {
-		return msg{}, err
-	}
-	raw, err := base64.StdEncoding.DecodeString(rec.Raw)
+	m, err := ehfake.DecodeStored(line)
 	if err != nil {
 		return msg{}, err
-	}
-	var m amqp.Message
-	if err := m.UnmarshalBinary(raw); err != nil {
-		return msg{}, fmt.Errorf("decoding an event: %w", err)
 	}
 	str := func(k string) string { s, _ := m.ApplicationProperties[k].(string); return s }
 	body := m.GetData()

@@ -11,6 +11,8 @@
 package ehfake
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/Azure/go-amqp"
 
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
@@ -181,4 +185,24 @@ func checkNodeDir(dir string) error {
 		return fmt.Errorf("ehfake: %w", err)
 	}
 	return nil
+}
+
+// DecodeStored decodes one line of the fake's data file (--data): the AMQP
+// message the client sent, as the fake stored it before acknowledging.
+func DecodeStored(line []byte) (*amqp.Message, error) {
+	var rec struct {
+		Raw string `json:"raw"`
+	}
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return nil, fmt.Errorf("event hub data file: %w", err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(rec.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("event hub data file: %w", err)
+	}
+	var m amqp.Message
+	if err := m.UnmarshalBinary(raw); err != nil {
+		return nil, fmt.Errorf("decoding an event: %w", err)
+	}
+	return &m, nil
 }

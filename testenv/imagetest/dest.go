@@ -20,12 +20,12 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"github.com/Azure/go-amqp"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/api/iterator"
 
 	"github.com/cloud-block/cloud-block/common/objstore"
+	"github.com/cloud-block/cloud-block/testenv/ehfake"
 	"github.com/cloud-block/cloud-block/testenv/emulators"
 	"github.com/cloud-block/cloud-block/testenv/procs"
 	"github.com/cloud-block/cloud-block/testenv/sqsfake"
@@ -373,22 +373,12 @@ func readLines(path string, off int64, fn func([]byte) error) (int64, error) {
 	}
 }
 
-// decodeEvent turns a stored event (the AMQP message the SDK sent) into its
-// id and body, as azure-eh's README maps them.
+// decodeEvent turns a stored event into its id and body, as azure-eh's
+// README maps them.
 func decodeEvent(line []byte) (delivered, error) {
-	var rec struct {
-		Raw string `json:"raw"`
-	}
-	if err := json.Unmarshal(line, &rec); err != nil {
-		return delivered{}, err
-	}
-	raw, err := base64.StdEncoding.DecodeString(rec.Raw)
+	m, err := ehfake.DecodeStored(line)
 	if err != nil {
 		return delivered{}, err
-	}
-	var m amqp.Message
-	if err := m.UnmarshalBinary(raw); err != nil {
-		return delivered{}, fmt.Errorf("decoding an event: %w", err)
 	}
 	id, _ := m.ApplicationProperties["cloudblock_id"].(string)
 	return delivered{id, m.GetData()}, nil

@@ -210,3 +210,16 @@ func WantFindings(t testing.TB, fs []sink.Finding, want []string) {
 		}
 	}
 }
+
+// WantCheck runs c's Check (with --write's option when write) and fails t
+// unless it failed exactly when fails, with an AuthError exactly when auth,
+// and its findings match want (WantFindings). It returns Check's error.
+func WantCheck(t testing.TB, c sink.Checker, write, fails, auth bool, want []string) error {
+	t.Helper()
+	fs, err := c.Check(context.Background(), sink.CheckOptions{Write: write})
+	if (err != nil) != fails || sink.IsAuth(err) != auth {
+		t.Errorf("check's error %v: want one %v, an AuthError %v", err, fails, auth)
+	}
+	WantFindings(t, fs, want)
+	return err
+}

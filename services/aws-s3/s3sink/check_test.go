@@ -41,11 +41,7 @@ func TestCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.fail = c.fail
-			fs, err := s.Check(context.Background(), sink.CheckOptions{Write: c.write})
-			if (err != nil) != c.auth || (err != nil && !sink.IsAuth(err)) {
-				t.Errorf("error %v, want an AuthError: %v", err, c.auth)
-			}
-			sinktest.WantFindings(t, fs, c.want)
+			sinktest.WantCheck(t, s, c.write, c.auth, c.auth, c.want)
 			if _, keys := f.snapshot(); len(keys) != c.left {
 				t.Errorf("objects left: %q, want %d", keys, c.left)
 			}

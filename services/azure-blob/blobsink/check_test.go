@@ -47,14 +47,10 @@ func TestCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			store.fail = c.fail
-			fs, err := s.Check(context.Background(), sink.CheckOptions{Write: c.write})
-			if (err != nil) != c.auth || (err != nil && !sink.IsAuth(err)) {
-				t.Errorf("error %v, want an AuthError: %v", err, c.auth)
-			}
+			err := sinktest.WantCheck(t, s, c.write, c.auth, c.auth, c.want)
 			if err != nil && strings.Contains(err.Error(), "SECRETSIG") {
 				t.Errorf("the SAS in the error: %v", err)
 			}
-			sinktest.WantFindings(t, fs, c.want)
 			if n := len(store.blobs("ctr")); n != c.left {
 				t.Errorf("%d blobs left, want %d", n, c.left)
 			}

@@ -46,16 +46,12 @@ func TestCheck(t *testing.T) {
 			if err := s.Connect(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			fs, err := s.Check(context.Background(), sink.CheckOptions{Write: c.write})
-			if (err != nil) != c.fails || sink.IsAuth(err) != c.auth {
-				t.Errorf("error %v: want failure %v, auth %v", err, c.fails, c.auth)
-			}
 			// First, who the block is to Google (the fake's: no credentials).
 			want := c.want
 			if want != nil {
 				want = append([]string{`identity: the platform's default credentials`}, want...)
 			}
-			sinktest.WantFindings(t, fs, want)
+			sinktest.WantCheck(t, s, c.write, c.fails, c.auth, want)
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloud-block/cloud-block/common/config"
+	"github.com/cloud-block/cloud-block/common/run/runtest"
 	"github.com/cloud-block/cloud-block/common/sink"
 )
 
@@ -34,63 +35,18 @@ func run(t *testing.T, env map[string]string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-// A bad value for every variable; a new variable without an entry fails the test.
-func badValues(t *testing.T) map[string]string {
-	return map[string]string{
-		"LOCAL_MQTT_HOST":            "ftp://broker:21",
-		"LOCAL_MQTT_INPUT_TOPIC":     "sensors/#/temperature",
-		"LOCAL_MQTT_CLIENT_ID":       "id\x01with-control",
-		"LOCAL_MQTT_USERNAME":        "user\xff",
-		"LOCAL_MQTT_PASSWORD":        "hunter2-secret-password",
-		"LOCAL_MQTT_CA":              "/no/such/ca.pem",
-		"LOCAL_MQTT_CERT":            "/no/such/cert.pem",
-		"LOCAL_MQTT_KEY":             "-----BEGIN PRIVATE KEY-----\\nsecretkeymaterial\\n-----END PRIVATE KEY-----",
-		"LOCAL_MQTT_TLS_SERVER_NAME": "not a host!",
-		"LOCAL_MQTT_KEEPALIVE":       "1",
-		"BALENA_DEVICE_UUID":         "dev/../ice",
-		"BUFFER_DIR":                 "relative/dir",
-		"BUFFER_MAX_BYTES":           "12 parsecs",
-		"BUFFER_FULL_POLICY":         "panic",
-		"BUFFER_COMMIT_WAIT":         "-5ms",
-		"BUFFER_SYNC_INTERVAL":       "1h",
-		"BUFFER_MEMORY_BYTES":        "1KiB",
-		"DEADLETTER_MAX_BYTES":       "1KiB",
-		"BATCH_MAX_MESSAGES":         "0",
-		"BATCH_MAX_BYTES":            "lots",
-		"BATCH_MAX_WAIT":             "2h",
-		"BATCH_CONCURRENCY":          "1000",
-		"SEND_TIMEOUT":               "0s",
-		"RETRY_INITIAL_BACKOFF":      "1ns",
-		"RETRY_MAX_BACKOFF":          "forever",
-		"READY_MAX_UNSENT_AGE":       "0s",
-		"SHUTDOWN_TIMEOUT":           "1y",
-		"CLOCK_MAX_JUMP":             "500ms",
-		"LOG_LEVEL":                  "verbose",
-		"HTTP_LISTEN":                "localhost",
-		// Proxies (read from the process env; through this lookup, refused as if from Key Vault).
-		"HTTPS_PROXY":   "socks5://user:proxy-password-secret@proxy:1080",
-		"HTTP_PROXY":    "https://proxy:3128",
-		"NO_PROXY":      "http://mqtt",
-		"TEST_ENDPOINT": "http://plain",
-		"TEST_TOKEN":    "very-secret-token",
-		// Azure Key Vault's settings (common/vault).
-		"AZURE_VAULT_NAME":                        "my_vault!",
-		"AZURE_VAULT_URL":                         "http://vault.example",
-		"AZURE_VAULT_TENANT_ID":                   "not a tenant",
-		"AZURE_VAULT_CLIENT_ID":                   "not a client!",
-		"AZURE_VAULT_CLIENT_SECRET":               "vault-client-secret-value",
-		"AZURE_VAULT_CLIENT_CERTIFICATE":          "-----BEGIN CERTIFICATE-----\\nvaultcertmaterial\\n-----END CERTIFICATE-----",
-		"AZURE_VAULT_CLIENT_CERTIFICATE_PATH":     "/no/such/client.pfx",
-		"AZURE_VAULT_CLIENT_CERTIFICATE_PASSWORD": "vault-pfx-password",
-		"AZURE_VAULT_AUTHORITY_HOST":              "http://login.example",
-		"AZURE_VAULT_CA_FILE":                     "/no/such/ca.pem",
-		"AZURE_VAULT_REFRESH":                     "often",
-	}
+// A bad value for every variable (runtest's for the common ones, the test
+// service's own here); a new variable without an entry fails the test.
+func badValues() map[string]string {
+	bad := runtest.BadCommon()
+	bad["TEST_ENDPOINT"] = "http://plain"
+	bad["TEST_TOKEN"] = "very-secret-token"
+	return bad
 }
 
 func TestEveryBadValueNamedAndSecretsHidden(t *testing.T) {
-	bad := badValues(t)
-	secrets := []string{"proxy-password-secret", "hunter2-secret-password", "secretkeymaterial", "very-secret-token", "vault-client-secret-value", "vaultcertmaterial", "vault-pfx-password"}
+	bad := badValues()
+	secrets := append([]string{"very-secret-token"}, runtest.BadSecrets...)
 	for _, v := range testService.AllVars() {
 		if _, ok := bad[v.Name]; !ok {
 			t.Errorf("no bad value for %s in this test: add one", v.Name)

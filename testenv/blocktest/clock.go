@@ -29,8 +29,6 @@ func init() {
 		scenario{name: "clock-1970", kind: "clock", run: clock1970},
 		scenario{name: "clock-restart", kind: "clock", run: clockRestart},
 		scenario{name: "clock-jump", kind: "clock", run: clockJump})
-	// The config scenario's bad value for the clock's variable.
-	commonBad["CLOCK_MAX_JUMP"] = "500ms"
 }
 
 // setClock makes the seam's wall clock read at now+offset.

@@ -13,53 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-block/cloud-block/common/run/runtest"
 	"github.com/cloud-block/cloud-block/testenv/harness"
 )
 
 // commonBad are invalid values for the variables every destination reads.
-var commonBad = map[string]string{
-	"LOCAL_MQTT_HOST":            "ftp://broker:21",
-	"LOCAL_MQTT_INPUT_TOPIC":     "sensors/#/temperature",
-	"LOCAL_MQTT_CLIENT_ID":       "id\x01with-control",
-	"LOCAL_MQTT_USERNAME":        "user\xff",
-	"LOCAL_MQTT_PASSWORD":        "mqttBadPassword-without-a-user",
-	"LOCAL_MQTT_CA":              "/no/such/ca.pem",
-	"LOCAL_MQTT_CERT":            "/no/such/cert.pem",
-	"LOCAL_MQTT_KEY":             `-----BEGIN PRIVATE KEY-----\nmqttBadKeyMaterial0123\n-----END PRIVATE KEY-----`,
-	"LOCAL_MQTT_TLS_SERVER_NAME": "not a host!",
-	"LOCAL_MQTT_KEEPALIVE":       "1",
-	"BALENA_DEVICE_UUID":         "dev/../ice",
-	"BUFFER_DIR":                 "relative/dir",
-	"BUFFER_MAX_BYTES":           "12 parsecs",
-	"BUFFER_FULL_POLICY":         "panic",
-	"BUFFER_COMMIT_WAIT":         "-5ms",
-	"BUFFER_SYNC_INTERVAL":       "1h",
-	"BUFFER_MEMORY_BYTES":        "1KiB",
-	"DEADLETTER_MAX_BYTES":       "1KiB",
-	"BATCH_MAX_MESSAGES":         "0",
-	"BATCH_MAX_BYTES":            "lots",
-	"BATCH_MAX_WAIT":             "2h",
-	"BATCH_CONCURRENCY":          "1000",
-	"RETRY_INITIAL_BACKOFF":      "1ns",
-	"RETRY_MAX_BACKOFF":          "forever",
-	"READY_MAX_UNSENT_AGE":       "0s",
-	"SHUTDOWN_TIMEOUT":           "1y",
-	"LOG_LEVEL":                  "verbose",
-	"HTTP_LISTEN":                "localhost",
-	"SEND_TIMEOUT":               "0s",
-	// Azure Key Vault: each alone, without a vault, is a mistake too.
-	"AZURE_VAULT_NAME":                        "my_vault!",
-	"AZURE_VAULT_URL":                         "http://vault.example",
-	"AZURE_VAULT_TENANT_ID":                   "not a tenant",
-	"AZURE_VAULT_CLIENT_ID":                   "not a client!",
-	"AZURE_VAULT_CLIENT_SECRET":               "vaultBadSecret-0123456789",
-	"AZURE_VAULT_CLIENT_CERTIFICATE":          `-----BEGIN CERTIFICATE-----\nvaultBadCertMaterial0123\n-----END CERTIFICATE-----`,
-	"AZURE_VAULT_CLIENT_CERTIFICATE_PATH":     "/no/such/client.pfx",
-	"AZURE_VAULT_CLIENT_CERTIFICATE_PASSWORD": "vaultBadPfxPassword-0123",
-	"AZURE_VAULT_AUTHORITY_HOST":              "http://login.example",
-	"AZURE_VAULT_CA_FILE":                     "/no/such/ca.pem",
-	"AZURE_VAULT_REFRESH":                     "500ms",
-}
+var commonBad = runtest.BadCommon()
 
 // envVar is one row of a binary's `env` table.
 type envVar struct {
@@ -146,7 +105,7 @@ func configExit(t *testing.T, tg *target, sc Scale) {
 		t.Fatalf("the valid configuration exited %d:\n%s", code, out)
 	}
 	declared := map[string]bool{}
-	secrets := []string{"mqttBadKeyMaterial0123", "vaultBadCertMaterial0123"}
+	secrets := append([]string(nil), runtest.BadSecrets...)
 	for _, v := range vars {
 		declared[v.name] = true
 		if v.secret {

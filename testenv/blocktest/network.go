@@ -28,10 +28,6 @@ func init() {
 		env:  map[string]string{"AZURE_EH_TRANSPORT": "websockets"},
 		only: []string{"bytes", "crash", "outage", "network"},
 	})
-	// The proxy settings every binary declares (common/run/proxy.go).
-	commonBad["HTTPS_PROXY"] = "socks5://device:proxyBadPassword-0123@proxy.example:1080"
-	commonBad["HTTP_PROXY"] = "https://proxy.example:3128"
-	commonBad["NO_PROXY"] = "mqtt,http://broker.local"
 	scenarios = append(scenarios,
 		scenario{name: "proxy", kind: "network", run: throughProxy},
 		scenario{name: "amqp-blocked", kind: "network", run: amqpBlocked},

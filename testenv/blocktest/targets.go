@@ -105,6 +105,7 @@ var targets = []*target{
 			"AZURE_EH_CLIENT_SECRET":    bad("ehBadClientSecret-0123456789"),
 			"AZURE_EH_PARTITION_KEY":    bad("random"),
 			"AZURE_EH_PARTITION_ID":     bad("-1"),
+			"AZURE_EH_TRANSPORT":        bad("tcp"),
 		},
 		anyValue: map[string]string{
 			"AZURE_EH_CONSUMER_GROUP":      anyValueIgnored,

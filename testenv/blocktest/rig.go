@@ -369,3 +369,30 @@ func (r *rig) logContains(s string, timeout time.Duration) bool {
 		return fmt.Errorf("no %q in the log", s)
 	}) == nil
 }
+
+// readEvery is how often a long scenario reads the destination while it
+// waits: an emulator may forget what nobody reads for long (pstest drops a
+// message left undelivered for 10 minutes).
+const readEvery = time.Minute
+
+// idleUntil waits until at, reading the destination every readEvery.
+func (r *rig) idleUntil(at time.Time) {
+	for d := time.Until(at); d > 0; d = time.Until(at) {
+		time.Sleep(min(d, readEvery))
+		r.be.read(r.t)
+	}
+}
+
+// await waits for done, reading the destination every readEvery.
+func (r *rig) await(done <-chan struct{}) {
+	tick := time.NewTicker(readEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			r.be.read(r.t)
+		}
+	}
+}

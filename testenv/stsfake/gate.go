@@ -28,10 +28,20 @@ type Gate struct {
 	seen  map[string]bool
 }
 
+// LateGrace tells a token used to its last moment from one kept too long.
+// Google's auth library serves a token close to its expiry while it asks
+// for the next one (and, if that fails, until it expires), so a request
+// may leave the client with a token that has expired when the request
+// arrives: refused, as Google would, and retried by the block. A client
+// that kept a token it should have replaced presents it later than this.
+const LateGrace = time.Second
+
 // GateStats count the requests the gate saw.
 type GateStats struct {
 	Accepted int
-	// Refused, by reason: "missing", "unknown", "expired", "scope".
+	// Refused, by reason: "missing", "unknown", "expired", "scope", and
+	// "late": a token that expired less than LateGrace before the request
+	// arrived (see LateGrace).
 	Refused map[string]int
 	// Tokens is how many distinct tokens were accepted.
 	Tokens int
@@ -100,6 +110,8 @@ func (g *Gate) check(next http.Handler) http.Handler {
 			if g.stats.Accepted == 1 || v.Left < g.stats.MinLeft {
 				g.stats.MinLeft = v.Left
 			}
+		} else if v.Reason == "expired" && v.Left > -LateGrace {
+			g.stats.Refused["late"]++
 		} else {
 			g.stats.Refused[v.Reason]++
 		}

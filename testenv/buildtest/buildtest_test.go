@@ -23,14 +23,20 @@ import (
 	"testing"
 )
 
-// budgets are the largest binaries accepted, per service, on every arch.
+// budgets are the largest binaries accepted, per service, on every arch:
+// about 1.5 MiB above their size on amd64 (the largest) on 2026-12-05,
+// which was aws-sqs 15.9 MiB, aws-s3 20.4, azure-eh 12.9, azure-blob 18.5,
+// gcp-pubsub 19.9 and gcp-storage 35.6. Every binary carries Azure Key
+// Vault's client (azidentity, MSAL) besides its own SDK; S3's and Blob's
+// generated clients are the big ones. A budget is there to catch growth
+// nobody meant: raise one only with the reason in the commit.
 var budgets = map[string]int64{
-	"aws-sqs":     16 << 20,
-	"aws-s3":      16 << 20,
-	"azure-eh":    16 << 20,
-	"azure-blob":  16 << 20,
+	"aws-sqs":     18 << 20,
+	"aws-s3":      22 << 20,
+	"azure-eh":    15 << 20,
+	"azure-blob":  20 << 20,
 	"gcp-pubsub":  22 << 20,
-	"gcp-storage": 36 << 20,
+	"gcp-storage": 37 << 20,
 }
 
 // version is stamped into the test builds and read back by `version`.

@@ -260,7 +260,7 @@ func otherCommands(r *rig) {
 	if code, out := r.run(nil, "env"); code != 0 || !strings.Contains(out, "| `LOCAL_MQTT_HOST` |") || !strings.Contains(out, "| `"+r.d.bad[0]+"`") {
 		t.Errorf("env: exit %d:\n%s", code, out)
 	}
-	if code, out := r.run(nil, "bogus"); code != 2 || !strings.Contains(out, "commands: check, healthcheck, env, version, help") {
+	if code, out := r.run(nil, "bogus"); code != 2 || !strings.Contains(out, "commands: check, deadletter, spool, healthcheck, env, version, help") {
 		t.Errorf("unknown command: exit %d, %q", code, out)
 	}
 	// healthcheck: nothing listening, then a running block.

@@ -118,10 +118,18 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		SetOnConnectHandler(func(paho.Client) { log.Info("connected", "broker", c.broker, "client_id", c.clientID) }).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { log.Warn("connection lost", "err", err) })
 	client := paho.NewClient(o)
-	// With ConnectRetry the token completes once connected; publishes made
-	// before then wait in the client's store.
-	client.Connect()
+	// With ConnectRetry the token completes once connected. The first
+	// reading waits for that: one published before it waits in the client's
+	// store, and paho may then send it twice as the connection starts (once
+	// resumed from the store, once from the publish), which the demo showed
+	// as a duplicated first reading.
+	connected := client.Connect()
 	defer client.Disconnect(250)
+	select {
+	case <-connected.Done():
+	case <-ctx.Done():
+		return nil
+	}
 
 	log.Info("publishing", "topic", c.topic, "interval", c.interval.String(), "device", c.device)
 	boot := time.Now().Unix()

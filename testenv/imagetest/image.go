@@ -50,7 +50,9 @@ type File struct {
 // images have no deletions to apply).
 func (e *Engine) Files(t testing.TB, image string) map[string]File {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// A deadline for a stuck engine, not a speed test: with the compose
+	// tests and qemu runs beside it, one save of 37 MB took over 2 minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	out, err := e.Cmd(ctx, "save", image).Output()
 	if err != nil {

@@ -93,6 +93,15 @@ func (g *Gate) Stats() GateStats {
 	return st
 }
 
+// refusal is how the gate counts a refused request: by the verdict's
+// reason, "expired" split into "late" (within LateGrace) and "expired".
+func refusal(v Verdict) string {
+	if v.Reason == "expired" && v.Left > -LateGrace {
+		return "late"
+	}
+	return v.Reason
+}
+
 func (g *Gate) check(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -110,10 +119,8 @@ func (g *Gate) check(next http.Handler) http.Handler {
 			if g.stats.Accepted == 1 || v.Left < g.stats.MinLeft {
 				g.stats.MinLeft = v.Left
 			}
-		} else if v.Reason == "expired" && v.Left > -LateGrace {
-			g.stats.Refused["late"]++
 		} else {
-			g.stats.Refused[v.Reason]++
+			g.stats.Refused[refusal(v)]++
 		}
 		g.mu.Unlock()
 		if !v.OK {

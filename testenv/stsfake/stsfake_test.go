@@ -182,3 +182,24 @@ func TestFileSubjectTokens(t *testing.T) {
 		t.Errorf("revoked subject token: %d", code)
 	}
 }
+
+// A token that expired on its way is "late"; one kept past LateGrace is
+// "expired", as is one long gone.
+func TestGateRefusalReasons(t *testing.T) {
+	for _, c := range []struct {
+		v    Verdict
+		want string
+	}{
+		{Verdict{Reason: "expired", Left: 0}, "late"},
+		{Verdict{Reason: "expired", Left: -LateGrace / 2}, "late"},
+		{Verdict{Reason: "expired", Left: -LateGrace}, "expired"},
+		{Verdict{Reason: "expired", Left: -time.Hour}, "expired"},
+		{Verdict{Reason: "unknown"}, "unknown"},
+		{Verdict{Reason: "scope", Left: time.Second}, "scope"},
+		{Verdict{Reason: "missing"}, "missing"},
+	} {
+		if got := refusal(c.v); got != c.want {
+			t.Errorf("refusal(%+v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}

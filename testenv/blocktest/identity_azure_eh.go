@@ -84,9 +84,9 @@ func (e *ehIdentity) checked() (ok, refused int, tokens []string, reasons []stri
 		reasons = append(reasons, m[1])
 	}
 	for _, tok := range tokensOf(e.f.Issued(), ehAudience) {
-		if seen[fingerprint(tok)] {
+		if fp := fingerprint(tok); seen[fp] {
 			tokens = append(tokens, tok)
-			delete(seen, fingerprint(tok))
+			delete(seen, fp)
 		}
 	}
 	for fp := range seen {

@@ -47,6 +47,7 @@ func TestBlock(t *testing.T) {
 			}
 		}
 	}
+	startShared(t, names)
 	var wg sync.WaitGroup
 	for _, name := range names {
 		wg.Add(1)

@@ -119,7 +119,7 @@ func openSQSIoT(t *testing.T) backend {
 	})
 	// The reader (the queue's consumer, not the device) and the set-up go
 	// to the fake directly.
-	sb := &sqsBackend{ep: fake.Listen(t), running: true, seen: map[string]bool{}}
+	sb := &sqsBackend{ep: fake.Listen(t), seen: map[string]bool{}}
 	sb.addr = strings.TrimPrefix(sb.ep.URL, "http://")
 	sb.client = sqsfake.Client(sb.ep.URL, func(o *sqs.Options) {
 		o.HTTPClient = &http.Client{Transport: bufferedBodies{http.DefaultTransport}}
@@ -136,8 +136,6 @@ func (b *sqsIoT) env(addr string) map[string]string {
 func (b *sqsIoT) upstream() string  { return b.iotBackend.upstream() }
 func (b *sqsIoT) secrets() []string { return nil } // added as issued (awsIoT)
 // The fronts stay up: a rig's down() refuses at the proxy first.
-func (b *sqsIoT) stop(t testing.TB)       { b.read(t) }
-func (b *sqsIoT) start(t testing.TB)      {}
 func (b *sqsIoT) read(t testing.TB) []msg { return b.sqsBackend.read(t) }
 
 // --- aws-s3: gofakes3 behind the check ---------------------------------------
@@ -147,11 +145,6 @@ type s3IoT struct {
 	*iotBackend
 }
 
-type noServer struct{}
-
-func (noServer) Stop()  {}
-func (noServer) Start() {}
-
 func openS3IoT(t *testing.T) backend {
 	faker := gofakes3.New(s3mem.New()).Server()
 	ib := newIOTBackend(t, func(b *iotBackend) *httptest.Server {
@@ -160,7 +153,7 @@ func openS3IoT(t *testing.T) backend {
 	raw := httptest.NewServer(faker)
 	t.Cleanup(raw.Close)
 	conn := emulators.S3Conn{Endpoint: raw.URL, Region: "us-east-1", AccessKey: "reader", SecretKey: "reader-secret"}
-	sb := &s3Backend{conn: conn, srv: noServer{}, bucket: "blocktest-iot"}
+	sb := &s3Backend{conn: conn, bucket: "blocktest-iot"}
 	conn.CreateBucket(t, sb.bucket)
 	return &s3IoT{sb, ib}
 }
@@ -172,8 +165,6 @@ func (b *s3IoT) env(addr string) map[string]string {
 }
 func (b *s3IoT) upstream() string        { return b.iotBackend.upstream() }
 func (b *s3IoT) secrets() []string       { return nil }
-func (b *s3IoT) stop(t testing.TB)       { b.read(t) }
-func (b *s3IoT) start(t testing.TB)      {}
 func (b *s3IoT) read(t testing.TB) []msg { return b.s3Backend.read(t) }
 
 // ioter is what awsIoT needs of a backend.

@@ -42,9 +42,9 @@ func init() {
 			name = v.svc + "-wif-file"
 		}
 		tg := &target{name: name, pkg: "services/" + v.svc, open: openFederated(v.svc, v.open, v.kind), batch: 200,
-			only: []string{"identity"}}
+			shares: sharePubSub, only: []string{"identity"}}
 		if v.svc == "gcp-storage" {
-			tg.env = map[string]string{"BATCH_MAX_WAIT": "200ms"}
+			tg.env, tg.shares = map[string]string{"BATCH_MAX_WAIT": "200ms"}, shareGCS
 		}
 		targets = append(targets, tg)
 		federatedTargets[name] = true

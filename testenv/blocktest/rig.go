@@ -32,6 +32,9 @@ type target struct {
 	// batch is BATCH_MAX_MESSAGES in the crash scenario (the destination's
 	// own request limit where it has one).
 	batch int
+	// shares names the emulator the target's rigs share (shared.go; "":
+	// each rig starts its own).
+	shares string
 	// only limits a variant to some scenarios (nil: all).
 	only []string
 	// env is added to the block's environment in every scenario.
@@ -61,8 +64,8 @@ func (tg *target) in(kind string, sc Scale) bool {
 }
 
 // A backend is a running emulator (or the file destination's file) with a
-// reader that keeps everything it has read, so messages survive emulators
-// that forget their data when stopped.
+// reader that keeps everything it has read (queues and subscriptions are
+// consumed by reading).
 type backend interface {
 	// env is what the block needs to reach the destination at addr, the
 	// proxy's host:port ("" for a destination without network).
@@ -71,11 +74,16 @@ type backend interface {
 	upstream() string
 	// read returns every message delivered so far.
 	read(t testing.TB) []msg
-	// stop and start the emulator; stop reads first what it would forget.
-	stop(t testing.TB)
-	start(t testing.TB)
 	// secrets are values that must never appear in logs, errors or metrics.
 	secrets() []string
+}
+
+// A switchable backend has an outage of its own besides the proxy's: the
+// file destination, which has no network, and the keyless-identity
+// backends, whose token endpoint goes away with the destination.
+type switchable interface {
+	stop(t testing.TB)
+	start(t testing.TB)
 }
 
 // rig is one target's emulator, proxy, broker and block for a scenario.
@@ -275,8 +283,11 @@ func (r *rig) start() {
 	}
 }
 
-// down stops the emulator: the proxy refuses first, so no request reaches
-// an emulator about to forget what it stored, then what it stored is read.
+// down takes the destination away: the proxy in front of the emulator
+// refuses connections and resets those open, as a destination that went
+// away does. The emulator itself keeps running (other rigs may share it,
+// and one restarted on its old port may find the port taken), so what was
+// delivered stays readable.
 func (r *rig) down() {
 	r.t.Helper()
 	if r.proxy != nil {
@@ -284,13 +295,17 @@ func (r *rig) down() {
 			r.t.Fatal(err)
 		}
 	}
-	r.be.stop(r.t)
+	if s, ok := r.be.(switchable); ok {
+		s.stop(r.t)
+	}
 }
 
-// up starts the emulator again, then lets connections through.
+// up brings the destination back.
 func (r *rig) up() {
 	r.t.Helper()
-	r.be.start(r.t)
+	if s, ok := r.be.(switchable); ok {
+		s.start(r.t)
+	}
 	if r.proxy != nil {
 		if err := r.proxy.SetMode(netproxy.Pass); err != nil {
 			r.t.Fatal(err)

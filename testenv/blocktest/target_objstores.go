@@ -18,14 +18,10 @@ import (
 )
 
 // --- aws-s3 on gofakes3 (in this process) or versitygw (a process, which
-// checks signatures); both keep their objects across Stop and Start -------
+// checks signatures) ---------------------------------------------------------
 
 type s3Backend struct {
-	conn emulators.S3Conn
-	srv  interface {
-		Stop()
-		Start()
-	}
+	conn   emulators.S3Conn
 	bucket string
 	objCache
 }
@@ -34,14 +30,14 @@ func openS3(t *testing.T) backend {
 	s := emulators.StartS3(t)
 	// gofakes3 takes any key: the block gets one of its own to keep secret.
 	s.SecretKey = "s3Secret-" + randHex(10)
-	b := &s3Backend{conn: s.S3Conn, srv: s, bucket: "blocktest"}
+	b := &s3Backend{conn: s.S3Conn, bucket: "blocktest"}
 	s.CreateBucket(t, b.bucket)
 	return b
 }
 
 func openVersity(t *testing.T) backend {
 	v := emulators.StartVersity(t)
-	b := &s3Backend{conn: v.S3Conn, srv: v, bucket: "blocktest"}
+	b := &s3Backend{conn: v.S3Conn, bucket: "blocktest"}
 	v.CreateBucket(t, b.bucket)
 	return b
 }
@@ -54,10 +50,8 @@ func (b *s3Backend) env(addr string) map[string]string {
 	}
 }
 
-func (b *s3Backend) upstream() string   { return strings.TrimPrefix(b.conn.Endpoint, "http://") }
-func (b *s3Backend) secrets() []string  { return []string{b.conn.SecretKey} }
-func (b *s3Backend) stop(t testing.TB)  { b.read(t); b.srv.Stop() }
-func (b *s3Backend) start(t testing.TB) { b.srv.Start() }
+func (b *s3Backend) upstream() string  { return strings.TrimPrefix(b.conn.Endpoint, "http://") }
+func (b *s3Backend) secrets() []string { return []string{b.conn.SecretKey} }
 
 func (b *s3Backend) read(t testing.TB) []msg {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -97,7 +91,7 @@ func isDown(err error) bool {
 	return strings.Contains(s, "connection refused") || strings.Contains(s, "connection reset") || errors.Is(err, context.DeadlineExceeded)
 }
 
-// --- azure-blob on Azurite (in memory: Stop forgets, so stop reads first) ----
+// --- azure-blob on Azurite (shared by the rigs) ------------------------------
 
 type blobBackend struct {
 	a      *emulators.Azurite
@@ -108,8 +102,8 @@ type blobBackend struct {
 }
 
 func openBlob(t *testing.T) backend {
-	a := emulators.StartAzurite(t)
-	b := &blobBackend{a: a, c: a.Client(t), ctr: "faults"}
+	a := sharedAzurite(t)
+	b := &blobBackend{a: a, c: a.Client(t), ctr: "faults-" + randHex(6)}
 	a.CreateContainer(t, b.ctr)
 	u, err := url.Parse(a.BlobEndpoint)
 	if err != nil {
@@ -132,9 +126,7 @@ func (b *blobBackend) upstream() string { return b.hostPt }
 
 // The account key is Azurite's well-known one, but it is the value the
 // block holds as its secret: it must not show either.
-func (b *blobBackend) secrets() []string  { return []string{b.a.AccountKey} }
-func (b *blobBackend) stop(t testing.TB)  { b.read(t); b.a.Stop() }
-func (b *blobBackend) start(t testing.TB) { b.a.Start() }
+func (b *blobBackend) secrets() []string { return []string{b.a.AccountKey} }
 
 func (b *blobBackend) read(t testing.TB) []msg { return readBlobs(t, b.c, b.ctr, &b.objCache) }
 
@@ -179,7 +171,7 @@ func readBlobs(t testing.TB, c *azblob.Client, ctr string, cache *objCache) []ms
 	return cache.all()
 }
 
-// --- gcp-storage on fake-gcs-server (in memory: stop reads first) -----------
+// --- gcp-storage on fake-gcs-server (shared by the rigs) ---------------------
 
 type gcsBackend struct {
 	g      *emulators.GCS
@@ -189,8 +181,8 @@ type gcsBackend struct {
 }
 
 func openGCS(t *testing.T) backend {
-	g := emulators.StartGCS(t)
-	b := &gcsBackend{g: g, c: g.Client(t), bucket: "faults"}
+	g := sharedGCS(t)
+	b := &gcsBackend{g: g, c: g.Client(t), bucket: "faults-" + randHex(6)}
 	g.CreateBucket(t, b.bucket)
 	return b
 }
@@ -199,10 +191,8 @@ func (b *gcsBackend) env(addr string) map[string]string {
 	return map[string]string{"GCP_STORAGE_BUCKET": b.bucket, "GCP_STORAGE_PROJECT_ID": "test-project", "STORAGE_EMULATOR_HOST": addr}
 }
 
-func (b *gcsBackend) upstream() string   { return b.g.Host }
-func (b *gcsBackend) secrets() []string  { return nil }
-func (b *gcsBackend) stop(t testing.TB)  { b.read(t); b.g.Stop() }
-func (b *gcsBackend) start(t testing.TB) { b.g.Start() }
+func (b *gcsBackend) upstream() string  { return b.g.Host }
+func (b *gcsBackend) secrets() []string { return nil }
 
 func (b *gcsBackend) read(t testing.TB) []msg {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

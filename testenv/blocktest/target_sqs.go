@@ -29,9 +29,7 @@ const (
 	sqsAttrEncoding = "cloudblock.encoding"
 )
 
-// sqsBackend is the project's SQS fake, in this process, on an address that
-// survives Stop and Start (its queues live in the handler, so a stop is an
-// outage, not a loss).
+// sqsBackend is the project's SQS fake, in this process.
 type sqsBackend struct {
 	ep     *sqsfake.Endpoint
 	addr   string // ep's host:port
@@ -40,15 +38,14 @@ type sqsBackend struct {
 	secret string
 	client *sqs.Client
 
-	mu      sync.Mutex
-	running bool
-	got     []msg
-	seen    map[string]bool // SQS message ids read: a message received twice counts once
+	mu   sync.Mutex
+	got  []msg
+	seen map[string]bool // SQS message ids read: a message received twice counts once
 }
 
 func openSQS(fifo bool) func(t *testing.T) backend {
 	return func(t *testing.T) backend {
-		b := &sqsBackend{ep: sqsfake.New().Listen(t), running: true, secret: "sqsSecret-" + randHex(10), seen: map[string]bool{}}
+		b := &sqsBackend{ep: sqsfake.New().Listen(t), secret: "sqsSecret-" + randHex(10), seen: map[string]bool{}}
 		b.addr = strings.TrimPrefix(b.ep.URL, "http://")
 		b.client = sqsfake.Client(b.ep.URL, func(o *sqs.Options) {
 			o.HTTPClient = &http.Client{Transport: bufferedBodies{http.DefaultTransport}}
@@ -74,29 +71,10 @@ func (b *sqsBackend) env(addr string) map[string]string {
 func (b *sqsBackend) upstream() string  { return b.addr }
 func (b *sqsBackend) secrets() []string { return []string{b.secret} }
 
-func (b *sqsBackend) stop(t testing.TB) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.ep.Stop()
-	b.running = false
-}
-
-func (b *sqsBackend) start(t testing.TB) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.ep.Start(); err != nil {
-		t.Fatal(err)
-	}
-	b.running = true
-}
-
 // read receives, decodes and deletes everything the queue holds now.
 func (b *sqsBackend) read(t testing.TB) []msg {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.running {
-		return append([]msg(nil), b.got...)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for round := 0; round < 4; round++ {

@@ -26,7 +26,7 @@ import (
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
 
-// --- gcp-pubsub on pstest-server (in memory: stop pulls first) --------------
+// --- gcp-pubsub on pstest-server (shared by the rigs) ------------------------
 
 // The consumer's side of gcp-pubsub's attributes (its README).
 const (
@@ -36,25 +36,27 @@ const (
 )
 
 type pubsubBackend struct {
-	p   *emulators.PubSub
-	sc  *pubsubadmin.SubscriptionAdminClient
-	sub string
-	key serviceAccountKey
+	p          *emulators.PubSub
+	sc         *pubsubadmin.SubscriptionAdminClient
+	topic, sub string
+	key        serviceAccountKey
 
-	mu      sync.Mutex
-	running bool
-	got     []msg
+	mu  sync.Mutex
+	got []msg
 }
 
 func openPubSub(t *testing.T) backend {
-	p := emulators.StartPubSub(t)
-	p.CreateTopicSubscription(t, "faults", "faults-sub")
-	return &pubsubBackend{p: p, sc: p.Client(t).SubscriptionAdminClient, sub: "faults-sub", running: true, key: newServiceAccountKey(t)}
+	p := sharedPubSub(t)
+	b := &pubsubBackend{p: p, sc: p.Client(t).SubscriptionAdminClient, key: newServiceAccountKey(t)}
+	b.topic = "faults-" + randHex(6)
+	b.sub = b.topic + "-sub"
+	p.CreateTopicSubscription(t, b.topic, b.sub)
+	return b
 }
 
 func (b *pubsubBackend) env(addr string) map[string]string {
 	return map[string]string{
-		"GCP_PUBSUB_TOPIC": "faults", "GCP_PUBSUB_PROJECT_ID": b.p.Project, "PUBSUB_EMULATOR_HOST": addr,
+		"GCP_PUBSUB_TOPIC": b.topic, "GCP_PUBSUB_PROJECT_ID": b.p.Project, "PUBSUB_EMULATOR_HOST": addr,
 		// pstest takes 4 MiB a request.
 		"GCP_PUBSUB_MAX_MESSAGE_BYTES": strconv.Itoa(4<<20 - 4<<10),
 		// The emulator takes no credentials, but the block holds them.
@@ -65,28 +67,10 @@ func (b *pubsubBackend) env(addr string) map[string]string {
 func (b *pubsubBackend) upstream() string  { return b.p.Host }
 func (b *pubsubBackend) secrets() []string { return b.key.secrets }
 
-func (b *pubsubBackend) stop(t testing.TB) {
-	b.read(t)
-	b.mu.Lock()
-	b.running = false
-	b.mu.Unlock()
-	b.p.Stop()
-}
-
-func (b *pubsubBackend) start(t testing.TB) {
-	b.p.Start()
-	b.mu.Lock()
-	b.running = true
-	b.mu.Unlock()
-}
-
 // read pulls and acknowledges whatever the subscription holds now.
 func (b *pubsubBackend) read(t testing.TB) []msg {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.running {
-		return append([]msg(nil), b.got...)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	name := b.p.SubscriptionName(b.sub)
@@ -157,7 +141,7 @@ func newEHBackend(t *testing.T, extra ...string) *ehBackend {
 			"--hub", "hub", "--partitions", "4", "--data", b.data}, extra...),
 		Ready: procs.TCPReady(procs.Addr(b.port)), Timeout: 20 * time.Second,
 	}
-	b.start(t)
+	b.launch(t)
 	t.Cleanup(func() {
 		b.mu.Lock()
 		p := b.proc
@@ -180,35 +164,15 @@ func (b *ehBackend) env(addr string) map[string]string {
 func (b *ehBackend) upstream() string  { return procs.Addr(b.port) }
 func (b *ehBackend) secrets() []string { return []string{b.key} }
 
-func (b *ehBackend) stop(t testing.TB) {
-	b.mu.Lock()
-	p := b.proc
-	b.proc = nil
-	b.mu.Unlock()
-	if p != nil {
-		p.Stop()
-	}
-}
-
-func (b *ehBackend) start(t testing.TB) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.proc != nil {
-		return
-	}
-	var p *procs.Proc
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		// The port was the fake's a moment ago; retry while it is released.
-		if p, err = procs.StartNoCleanup(b.spec, b.dir); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+// launch starts the fake on its port.
+func (b *ehBackend) launch(t testing.TB) {
+	p, err := procs.StartNoCleanup(b.spec, b.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.mu.Lock()
 	b.proc = p
+	b.mu.Unlock()
 }
 
 // log is what the fake has printed (its current run's).

@@ -115,7 +115,7 @@ var targets = []*target{
 		},
 	},
 	{
-		name: "azure-blob", pkg: "services/azure-blob", open: openBlob, batch: 200, dupFree: true,
+		name: "azure-blob", pkg: "services/azure-blob", open: openBlob, shares: shareAzurite, batch: 200, dupFree: true,
 		env: map[string]string{"BATCH_MAX_WAIT": "200ms"},
 		badVars: map[string]badValue{
 			"AZURE_BLOB_STORAGE_ACCOUNT":     bad("Not An Account!"),
@@ -137,12 +137,12 @@ var targets = []*target{
 	},
 	{
 		// Message mode: Azure Blob has no payload limit in either mode.
-		name: "azure-blob-message", pkg: "services/azure-blob", open: openBlob, batch: 200, dupFree: true,
+		name: "azure-blob-message", pkg: "services/azure-blob", open: openBlob, shares: shareAzurite, batch: 200, dupFree: true,
 		env:  map[string]string{"BATCH_MAX_WAIT": "200ms", "AZURE_BLOB_OBJECT_MODE": "message"},
 		only: []string{"bytes", "crash", "toolbox"},
 	},
 	{
-		name: "gcp-pubsub", pkg: "services/gcp-pubsub", open: openPubSub, batch: 200,
+		name: "gcp-pubsub", pkg: "services/gcp-pubsub", open: openPubSub, shares: sharePubSub, batch: 200,
 		limitEnv: map[string]string{"GCP_PUBSUB_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
 		badVars: map[string]badValue{
 			"GCP_PUBSUB_TOPIC":             bad("projects//topics/"),
@@ -161,7 +161,7 @@ var targets = []*target{
 		anyValue: map[string]string{"GCP_PUBSUB_SUBSCRIPTION": anyValueIgnored},
 	},
 	{
-		name: "gcp-storage", pkg: "services/gcp-storage", open: openGCS, batch: 200, dupFree: true,
+		name: "gcp-storage", pkg: "services/gcp-storage", open: openGCS, shares: shareGCS, batch: 200, dupFree: true,
 		env:      map[string]string{"BATCH_MAX_WAIT": "200ms"},
 		limitEnv: map[string]string{"GCP_STORAGE_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
 		badVars: map[string]badValue{
@@ -183,7 +183,7 @@ var targets = []*target{
 	{
 		// Message mode: GCP_STORAGE_MAX_MESSAGE_BYTES bounds the payload in
 		// either mode.
-		name: "gcp-storage-message", pkg: "services/gcp-storage", open: openGCS, batch: 200, dupFree: true,
+		name: "gcp-storage-message", pkg: "services/gcp-storage", open: openGCS, shares: shareGCS, batch: 200, dupFree: true,
 		env:      map[string]string{"BATCH_MAX_WAIT": "200ms", "GCP_STORAGE_OBJECT_MODE": "message"},
 		limitEnv: map[string]string{"GCP_STORAGE_MAX_MESSAGE_BYTES": "65536"}, limit: fixedLimit(65536),
 		only: []string{"bytes", "crash", "toolbox"},
@@ -297,9 +297,9 @@ func (tl *tail) lines(t testing.TB, path string, fn func(line []byte)) {
 
 // --- object stores: the shared read-back -------------------------------------
 
-// objCache keeps every object read, by key, so that what an in-memory
-// emulator forgets on restart stays counted, and an object written again
-// under its key (a resend) counts once.
+// objCache keeps every object read, by key, so that each read fetches only
+// what is new, and an object written again under its key (a resend) counts
+// once.
 type objCache struct {
 	mu   sync.Mutex
 	objs map[string]cachedObj

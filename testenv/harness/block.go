@@ -13,21 +13,39 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloud-block/cloud-block/testenv/procs"
 )
 
-var (
-	buildMu  sync.Mutex
-	builtBin = map[string]string{}
-)
+// built holds, per build (package, tags, release), the path of its binary
+// once this process has built it.
+var built sync.Map // key -> *builtBinary
+
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
 
 // RepoRoot is the repository's root directory.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BinCache is where the test binaries are built: CLOUDBLOCK_TEST_BIN if set,
+// else .cache/testbin in the repository. Every test process builds into the
+// same files: `go build -o` relinks only when a binary's inputs changed, so
+// the packages of one `go test` run, and the next run, link each binary once
+// instead of once per process.
+func BinCache() string {
+	if d := os.Getenv("CLOUDBLOCK_TEST_BIN"); d != "" {
+		return d
+	}
+	return filepath.Join(RepoRoot(), ".cache", "testbin")
 }
 
 // Build compiles the main package at pkgDir (relative to the repo root,
@@ -44,17 +62,34 @@ func BuildRelease(t testing.TB, pkgDir string) string { return build(t, pkgDir, 
 
 func build(t testing.TB, pkgDir, tags string, release bool) string {
 	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	key := fmt.Sprintf("%s#%s#%v", pkgDir, tags, release)
-	if p, ok := builtBin[key]; ok {
-		return p
+	variant := "dev"
+	if release {
+		variant = "release"
 	}
-	dir, err := os.MkdirTemp("", "cloud-block-bin-")
+	if tags != "" {
+		variant += "-" + strings.ReplaceAll(tags, ",", "-")
+	}
+	v, _ := built.LoadOrStore(pkgDir+"#"+variant, &builtBinary{})
+	b := v.(*builtBinary)
+	b.once.Do(func() { b.path, b.err = buildCached(pkgDir, tags, variant, release) })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// buildCached runs `go build -o` into BinCache()/<variant>/<package path>,
+// holding a lock on that binary so two processes do not link it at once.
+func buildCached(pkgDir, tags, variant string, release bool) (string, error) {
+	out := filepath.Join(BinCache(), variant, filepath.FromSlash(pkgDir), filepath.Base(pkgDir))
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	unlock, err := lockFile(out + ".lock")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	out := filepath.Join(dir, filepath.Base(pkgDir))
+	defer unlock()
 	args := []string{"build", "-o", out}
 	if tags != "" {
 		args = append(args, "-tags", tags)
@@ -68,10 +103,23 @@ func build(t testing.TB, pkgDir, tags string, release bool) string {
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	}
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags %q %s: %v\n%s", tags, pkgDir, err, b)
+		return "", fmt.Errorf("go build -tags %q %s: %v\n%s", tags, pkgDir, err, b)
 	}
-	builtBin[key] = out
-	return out
+	return out, nil
+}
+
+// lockFile takes an exclusive flock on path (created if need be) and
+// returns its release.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // Block is a running cloud-block binary.

@@ -121,14 +121,17 @@ func (p *project) must(args ...string) string {
 	return out
 }
 
-// container is the name of a service's container.
+// container is the id of a service's container, found by the labels
+// docker-compose gives it (asking the engine, not docker-compose: this runs
+// in polling loops, and each run of docker-compose, a Python program, costs
+// over a second of CPU).
 func (p *project) container(svc string) string {
 	p.t.Helper()
-	id := strings.TrimSpace(p.must("ps", "-q", svc))
-	if id == "" {
-		p.t.Fatalf("%s has no container", svc)
+	ids := p.e.Containers(p.t, "com.docker.compose.project="+p.name, "com.docker.compose.service="+svc, "com.docker.compose.oneoff=False")
+	if len(ids) != 1 {
+		p.t.Fatalf("%s has %d containers (%v), want one", svc, len(ids), ids)
 	}
-	return id
+	return ids[0]
 }
 
 func runFile(t *testing.T, e *imagetest.Engine, compose, path string) {
@@ -256,7 +259,7 @@ func runFile(t *testing.T, e *imagetest.Engine, compose, path string) {
 func (p *project) removeAnonymousVolumes() {
 	p.t.Helper()
 	var names []string
-	for _, id := range strings.Fields(p.must("ps", "-q")) {
+	for _, id := range p.e.Containers(p.t, "com.docker.compose.project="+p.name) {
 		for _, m := range p.e.Container(p.t, id).Mounts {
 			if m.Type == "volume" && !strings.HasPrefix(m.Name, p.name+"_") {
 				names = append(names, m.Name)

@@ -18,6 +18,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +57,11 @@ type Engine struct {
 	Host string // DOCKER_HOST
 	CLI  string // the engine's client
 	Tag  string // the version tag `make images` gave the images
+	// api reaches the engine's API over its unix socket (nil for another
+	// DOCKER_HOST): the tests poll containers' state every 100 ms, and a
+	// request costs a fraction of a run of the client, a process of its own
+	// (about 0.1 s of CPU each).
+	api *http.Client
 }
 
 // Open returns the engine of `make test-images`, or skips the test.
@@ -68,7 +78,32 @@ func Open(t testing.TB) *Engine {
 	if e.Tag == "" {
 		t.Fatal("CLOUDBLOCK_IMAGE_TAG is not set: the tag make images gave the images (make test-images sets it)")
 	}
+	if sock, ok := strings.CutPrefix(host, "unix://"); ok {
+		e.api = &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			},
+		}}
+	}
 	return e
+}
+
+// get decodes the engine's answer to GET path (its API, version
+// negotiated: the paths used are in every version) into v.
+func (e *Engine) get(path string, v any) error {
+	resp, err := e.api.Get("http://engine" + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
+	}
+	return json.Unmarshal(body, v)
 }
 
 // Image is the name of an image `make images` built: name is a service or
@@ -109,9 +144,22 @@ func (e *Engine) Docker(t testing.TB, args ...string) string {
 	return out
 }
 
-// Inspect decodes `docker inspect` of one object into v.
+// Inspect decodes `docker inspect` of one object into v (kind: container,
+// image or network), asking the API where it can.
 func (e *Engine) Inspect(t testing.TB, kind, name string, v any) {
 	t.Helper()
+	if e.api != nil {
+		// Image names hold slashes and colons, which the API's paths take
+		// as they are; a network's inspect has no /json.
+		path := "/" + kind + "s/" + name + "/json"
+		if kind == "network" {
+			path = "/networks/" + name
+		}
+		if err := e.get(path, v); err != nil {
+			t.Fatalf("inspect %s %s: %v", kind, name, err)
+		}
+		return
+	}
 	out := e.Docker(t, kind, "inspect", name)
 	var list []json.RawMessage
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 {
@@ -120,6 +168,29 @@ func (e *Engine) Inspect(t testing.TB, kind, name string, v any) {
 	if err := json.Unmarshal(list[0], v); err != nil {
 		t.Fatalf("docker %s inspect %s: %v", kind, name, err)
 	}
+}
+
+// Containers lists the ids of the containers (running or not) that carry
+// every one of labels ("key=value").
+func (e *Engine) Containers(t testing.TB, labels ...string) []string {
+	t.Helper()
+	if e.api == nil {
+		args := []string{"ps", "-aq"}
+		for _, l := range labels {
+			args = append(args, "--filter", "label="+l)
+		}
+		return strings.Fields(e.Docker(t, args...))
+	}
+	filters, _ := json.Marshal(map[string][]string{"label": labels})
+	var list []struct{ ID string }
+	if err := e.get("/containers/json?all=1&filters="+url.QueryEscape(string(filters)), &list); err != nil {
+		t.Fatalf("listing containers %v: %v", labels, err)
+	}
+	var ids []string
+	for _, c := range list {
+		ids = append(ids, c.ID)
+	}
+	return ids
 }
 
 // Name is a name no other test uses, for something the test creates.

@@ -145,7 +145,10 @@ func checkFiles(t *testing.T, e *Engine, img, arch, bin string, withCA bool) {
 		t.Errorf("%s: holds %v, want %v", img, got, want)
 	}
 	f := files[bin]
-	x, err := elf.NewFile(bytes.NewReader(f.Data))
+	if f.Content == nil {
+		t.Fatalf("%s: /%s is not a regular file", img, bin)
+	}
+	x, err := elf.NewFile(f.Content)
 	if err != nil {
 		t.Fatalf("%s: /%s: %v", img, bin, err)
 	}
@@ -159,7 +162,11 @@ func checkFiles(t *testing.T, e *Engine, img, arch, bin string, withCA bool) {
 		}
 	}
 	if withCA {
-		if n := bytes.Count(files["etc/ssl/certs/ca-certificates.crt"].Data, []byte("BEGIN CERTIFICATE")); n < 100 {
+		ca, err := files["etc/ssl/certs/ca-certificates.crt"].Bytes()
+		if err != nil {
+			t.Fatalf("%s: the CA bundle: %v", img, err)
+		}
+		if n := bytes.Count(ca, []byte("BEGIN CERTIFICATE")); n < 100 {
 			t.Errorf("%s: the CA bundle holds %d certificates", img, n)
 		}
 		if d := files["data"]; d.Type != tar.TypeDir || d.UID != 65532 || d.GID != 65532 {

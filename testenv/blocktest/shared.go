@@ -59,33 +59,27 @@ func startShared(t *testing.T, names []string) {
 // sharedAzurite is the suite's Azurite, or one of t's own when the suite
 // has none running (a test outside TestBlock).
 func sharedAzurite(t *testing.T) *emulators.Azurite {
-	shared.mu.Lock()
-	a := shared.azurite
-	shared.mu.Unlock()
-	if a == nil {
-		a = emulators.StartAzurite(t)
-	}
-	return a
+	return fromPool(t, func() *emulators.Azurite { return shared.azurite }, emulators.StartAzurite)
 }
 
 // sharedGCS is sharedAzurite for fake-gcs-server.
 func sharedGCS(t *testing.T) *emulators.GCS {
-	shared.mu.Lock()
-	g := shared.gcs
-	shared.mu.Unlock()
-	if g == nil {
-		g = emulators.StartGCS(t)
-	}
-	return g
+	return fromPool(t, func() *emulators.GCS { return shared.gcs }, emulators.StartGCS)
 }
 
 // sharedPubSub is sharedAzurite for pstest-server.
 func sharedPubSub(t *testing.T) *emulators.PubSub {
+	return fromPool(t, func() *emulators.PubSub { return shared.pubsub }, emulators.StartPubSub)
+}
+
+// fromPool returns the shared emulator pick reads, or starts one for t.
+func fromPool[E comparable](t *testing.T, pick func() E, start func(testing.TB) E) E {
 	shared.mu.Lock()
-	p := shared.pubsub
+	e := pick()
 	shared.mu.Unlock()
-	if p == nil {
-		p = emulators.StartPubSub(t)
+	var none E
+	if e == none {
+		e = start(t)
 	}
-	return p
+	return e
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -222,4 +223,36 @@ func WantCheck(t testing.TB, c sink.Checker, write, fails, auth bool, want []str
 	}
 	WantFindings(t, fs, want)
 	return err
+}
+
+// CheckCase is one run of an object store's check against the store's
+// fake, which answers each call as Refuse says.
+type CheckCase struct {
+	Name   string
+	Write  bool                       // check --write
+	Refuse func(op, key string) error // the fake's error for a call (nil: none)
+	Want   []string                   // patterns of the findings, "warn: " marking warnings
+	Auth   bool                       // the check fails, with an AuthError
+	Left   int                        // test objects left in the store
+}
+
+// RunCheckCases runs each case as a subtest: open returns the sink,
+// connected, with its fake refusing as c.Refuse says, and a count of the
+// objects in the store. The check must give c's findings and error, leave
+// c.Left objects, and say none of secrets in its error.
+func RunCheckCases(t *testing.T, cases []CheckCase, secrets []string, open func(t *testing.T, c CheckCase) (sink.Checker, func() int)) {
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			s, objects := open(t, c)
+			err := WantCheck(t, s, c.Write, c.Auth, c.Auth, c.Want)
+			for _, secret := range secrets {
+				if err != nil && strings.Contains(err.Error(), secret) {
+					t.Errorf("a secret (%.4s...) in the check's error: %v", secret, err)
+				}
+			}
+			if n := objects(); n != c.Left {
+				t.Errorf("%d test objects left, want %d", n, c.Left)
+			}
+		})
+	}
 }

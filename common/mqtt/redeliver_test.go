@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -225,10 +226,25 @@ func runAdversary(t *testing.T, seed uint64, journal string) (handedOn, repeats 
 	return handedOn, repeats
 }
 
+// adversaryRuns is how many games TestRedeliveriesAdversarialBroker plays
+// without crashes (a sixth as many with them): 1,000 in make test,
+// CLOUDBLOCK_ADVERSARY_RUNS in make test-faults (3,000) or by hand.
+func adversaryRuns(t *testing.T) int {
+	n := 1000
+	if v := os.Getenv("CLOUDBLOCK_ADVERSARY_RUNS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 6 {
+			t.Fatalf("CLOUDBLOCK_ADVERSARY_RUNS=%q: want a number of runs, at least 6", v)
+		}
+	}
+	return n
+}
+
 func TestRedeliveriesAdversarialBroker(t *testing.T) {
+	runs := adversaryRuns(t)
 	for _, crashes := range []bool{false, true} {
 		// With crashes every PUBACK is a journal write: fewer games.
-		seeds, journal := 3000, ""
+		seeds, journal := runs, ""
 		if crashes {
 			// A tmpfs if there is one: the games write the journal hard.
 			dir := t.TempDir()
@@ -236,7 +252,7 @@ func TestRedeliveriesAdversarialBroker(t *testing.T) {
 				dir = d
 				defer os.RemoveAll(d)
 			}
-			seeds, journal = 500, filepath.Join(dir, "journal")
+			seeds, journal = runs/6, filepath.Join(dir, "journal")
 			// Small files: the journal starts a new one every 200 or so messages.
 			defer func(m int64) { journalMax = m }(journalMax)
 			journalMax = 4096

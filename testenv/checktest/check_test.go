@@ -56,10 +56,15 @@ var targets = []target{
 	{"gcp-storage", openGCS},
 }
 
-// TestCheck runs each binary's check against Mosquitto and its emulator.
+// TestCheck runs each binary's check against Mosquitto and its emulator,
+// the six at once (each has a broker and an emulator of its own; most of a
+// check is waiting on connections).
 func TestCheck(t *testing.T) {
 	for _, tg := range targets {
-		t.Run(tg.name, func(t *testing.T) { checkTarget(t, tg) })
+		t.Run(tg.name, func(t *testing.T) {
+			t.Parallel()
+			checkTarget(t, tg)
+		})
 	}
 }
 

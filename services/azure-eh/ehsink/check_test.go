@@ -13,6 +13,7 @@ import (
 var _ sink.Checker = (*Sink)(nil)
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name     string
 		propsErr error

@@ -69,6 +69,7 @@ func readAll(t *testing.T, r *ehtest.Reader, ms []sink.Message) map[string]ehtes
 }
 
 func TestConformanceEmulator(t *testing.T) {
+	t.Parallel()
 	h := ehtest.Start(t, ehfake.Options{})
 	r := ehtest.NewReader(t, h)
 	closed := fmt.Sprintf("Endpoint=sb://%s;SharedAccessKeyName=k;SharedAccessKey=%s;EntityPath=hub;UseDevelopmentEmulator=true",
@@ -89,6 +90,7 @@ func TestConformanceEmulator(t *testing.T) {
 }
 
 func TestEmulatorEventProperties(t *testing.T) {
+	t.Parallel()
 	h := ehtest.Start(t, ehfake.Options{Partitions: 2})
 	s := newSink(t, h, "device-42", nil)
 	sinktest.Connected(t, s)
@@ -169,6 +171,7 @@ func TestEmulatorLimitsAndSplitting(t *testing.T) {
 }
 
 func TestEmulatorOutageAndRecovery(t *testing.T) {
+	t.Parallel()
 	h := ehtest.Start(t, ehfake.Options{Partitions: 2})
 	h.NeedFake(t, "stops and restarts the hub")
 	s := newSink(t, h, "dev", nil)

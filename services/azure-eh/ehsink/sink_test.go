@@ -18,6 +18,7 @@ import (
 )
 
 func TestConformanceFake(t *testing.T) {
+	t.Parallel()
 	h := &fakeHub{maxBytes: 1 << 20}
 	sinktest.Run(t, sinktest.Harness{
 		New:       func(*testing.T) sink.Sink { return newFakeSink(h) },

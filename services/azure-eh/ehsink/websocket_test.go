@@ -35,6 +35,7 @@ func newLoggedSink(t *testing.T, h *ehtest.Hub, env map[string]string) (sink.Sin
 var wsOnly = map[string]string{"AZURE_EH_TRANSPORT": "websockets"}
 
 func TestConformanceWebSockets(t *testing.T) {
+	t.Parallel()
 	h := ehtest.Start(t, ehfake.Options{})
 	h.NeedFake(t, "Microsoft's emulator serves no WebSockets")
 	r := ehtest.NewReader(t, h)
@@ -63,6 +64,7 @@ func behind(t *testing.T, h *ehtest.Hub, drop bool) (*ehtest.Hub, *ehfake.Firewa
 }
 
 func TestWebSocketsWithAMQPBlocked(t *testing.T) {
+	t.Parallel()
 	h := ehtest.Start(t, ehfake.Options{Partitions: 2})
 	h.NeedFake(t, "blocks AMQP in front of the fake")
 	for _, tc := range []struct {
@@ -105,6 +107,7 @@ func TestWebSocketsWithAMQPBlocked(t *testing.T) {
 // The fake refuses an upgrade without the AMQP subprotocol or on another
 // path, so the tests above prove the SDK's path and the dialer's subprotocol.
 func TestWebSocketsOutageAndRecovery(t *testing.T) {
+	t.Parallel()
 	h := ehtest.Start(t, ehfake.Options{Partitions: 2})
 	h.NeedFake(t, "stops and restarts the hub")
 	s, _ := newLoggedSink(t, h, wsOnly)

@@ -405,6 +405,13 @@ func checkTimes(claims map[string]any) error {
 }
 
 // Verify checks an access token the fake issued: signature, issuer and
+// ExpiredError is Verify's refusal of a token past its expiry.
+type ExpiredError struct{ At time.Time }
+
+func (e *ExpiredError) Error() string {
+	return "the token expired at " + e.At.UTC().Format(time.RFC3339)
+}
+
 // expiry (no skew allowed); it returns the audience.
 func (s *Server) Verify(token string) (audience string, err error) {
 	_, claims, err := parseJWT(token, func(hdr map[string]any) (crypto.PublicKey, error) { return &s.key.PublicKey, nil })
@@ -415,8 +422,8 @@ func (s *Server) Verify(token string) (audience string, err error) {
 		return "", fmt.Errorf("issuer %v is not the fake's", claims["iss"])
 	}
 	exp, _ := claims["exp"].(float64)
-	if time.Now().After(time.Unix(int64(exp), 0)) {
-		return "", fmt.Errorf("the token expired at %s", time.Unix(int64(exp), 0).UTC().Format(time.RFC3339))
+	if at := time.Unix(int64(exp), 0); time.Now().After(at) {
+		return "", &ExpiredError{At: at}
 	}
 	aud, _ := claims["aud"].(string)
 	return aud, nil

@@ -84,8 +84,9 @@ func checkTruth(r *rig, k int, since time.Time, deliveredBefore float64) {
 }
 
 // Outages, each with a rig of its own:
-//   - outage: the emulator stopped for the scale's Outage;
-//   - outage-past-cap: stopped for longer than the retry cap
+//   - outage: the destination away for the scale's Outage (the proxy in
+//     front of the emulator refusing connections and resetting open ones);
+//   - outage-past-cap: away for longer than the retry cap
 //     (RETRY_MAX_BACKOFF), so the block sits at the cap when it returns;
 //   - network-cut: the network to the emulator black-holed by the proxy
 //     (connections hang, nothing is refused);

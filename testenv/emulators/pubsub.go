@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,14 +64,11 @@ func buildPstestServer() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "pstest-server")
-	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := procs.LockFile(bin + ".lock")
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close() // releases the lock
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
+	defer unlock()
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/pstest-server")
 	cmd.Dir = filepath.Join(RepoRoot, "testenv")
 	if out, err := cmd.CombinedOutput(); err != nil {

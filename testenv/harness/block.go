@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -85,7 +84,7 @@ func buildCached(pkgDir, tags, variant string, release bool) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
-	unlock, err := lockFile(out + ".lock")
+	unlock, err := procs.LockFile(out + ".lock")
 	if err != nil {
 		return "", err
 	}
@@ -106,20 +105,6 @@ func buildCached(pkgDir, tags, variant string, release bool) (string, error) {
 		return "", fmt.Errorf("go build -tags %q %s: %v\n%s", tags, pkgDir, err, b)
 	}
 	return out, nil
-}
-
-// lockFile takes an exclusive flock on path (created if need be) and
-// returns its release.
-func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // Block is a running cloud-block binary.

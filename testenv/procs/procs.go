@@ -214,3 +214,18 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// LockFile takes an exclusive flock on path (created if need be), waiting
+// for another process that holds it, and returns its release: for files
+// that test processes running at once build into the same place.
+func LockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}

@@ -88,8 +88,9 @@ func Open(t testing.TB) *Engine {
 	return e
 }
 
-// get decodes the engine's answer to GET path (its API, version
-// negotiated: the paths used are in every version) into v.
+// get decodes the engine's answer to GET path into v. The paths carry no
+// API version: the engine answers in its own, and the fields read are in
+// every version since Docker 1.12.
 func (e *Engine) get(path string, v any) error {
 	resp, err := e.api.Get("http://engine" + path)
 	if err != nil {

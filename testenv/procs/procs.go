@@ -179,22 +179,33 @@ func TCPReady(addr string) func() error {
 	}
 }
 
-// WaitFor polls cond every 10 ms until it returns nil or the deadline passes.
+// WaitFor polls cond until it returns nil or the deadline passes: at once,
+// then 10 ms later, the interval growing by half each time up to
+// waitForMaxInterval. A condition that holds within a few polls is seen as
+// soon as before; one that takes seconds (a block delivering, an emulator
+// starting) is asked ten times a second, not a hundred. Many conditions
+// are HTTP requests to a block (/metrics, /ready) or reads of a whole
+// emulator, and ten rigs wait at once on two cores.
 func WaitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
-	for {
+	for wait := 10 * time.Millisecond; ; wait = min(wait*3/2, waitForMaxInterval) {
 		if last = cond(); last == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return errors.Join(ctx.Err(), last)
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }
+
+// waitForMaxInterval is the longest WaitFor waits between two polls: what a
+// wait may add to a latency the tests report (first delivery after an
+// outage, /ready after a restart).
+const waitForMaxInterval = 100 * time.Millisecond
 
 // Addr formats 127.0.0.1:port.
 func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
